@@ -1,0 +1,359 @@
+"""Typed configuration: personas.yaml loaded into validated models.
+
+`load_personas(path)` returns every persona with its effective pipeline config
+(defaults deep-merged with the persona's `overrides`). A bad entry raises
+`ConfigError` naming the persona id, the field and the value. Airflow's DAG
+file uses `load_personas_lenient`, which keeps the good personas and returns
+the errors of the bad ones, so one typo does not take down the other DAGs.
+
+Only pydantic and yaml are imported here: the DAG files import this module at
+parse time.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+PERSONA_ID_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+DEFAULT_PERSONA = "persona_e_mexican_vegan"
+EMBEDDED_MODEL = "smollm2-135m-instruct"
+
+
+def package_root() -> Path:
+    """The repository/package root (holds personas.yaml when run from a checkout)."""
+    return Path(__file__).resolve().parent.parent
+
+
+def default_personas_path() -> Path:
+    env = os.environ.get("PERSONA_DPO_PERSONAS")
+    if env:
+        return Path(env)
+    return package_root() / "personas.yaml"
+
+
+class ConfigError(ValueError):
+    """personas.yaml (or a run's config) is invalid; the message names where."""
+
+
+class _Model(BaseModel):
+    # Unknown keys are typos until proven otherwise.
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelConfig(_Model):
+    base: str = EMBEDDED_MODEL
+    sft_adapter: str | None = None
+
+
+class GenerationConfig(_Model):
+    num_prompts: int = Field(60, ge=1, le=100_000)
+    batch_size: int = Field(8, ge=1, le=1024)
+    max_new_tokens: int = Field(192, ge=8, le=4096)
+    strong_temperature: float = Field(0.7, gt=0, le=2)
+    weak_temperature: float = Field(0.9, gt=0, le=2)
+    top_p: float = Field(0.95, gt=0, le=1)
+    seed: int = 42
+
+
+class GroqConfig(_Model):
+    model: str = "llama-3.3-70b-versatile"
+    both_orders: bool = True
+    hard_constraint_shortcut: bool = True
+    max_concurrency: int = Field(8, ge=1, le=256)
+    # Groq's published on-demand limits for llama-3.3-70b-versatile.
+    requests_per_minute: int = Field(30, ge=1)
+    tokens_per_minute: int = Field(12_000, ge=1)
+    timeout_s: float = Field(60.0, gt=0)
+    max_retries: int = Field(5, ge=0, le=20)
+    temperature: float = Field(0.0, ge=0, le=2)
+    # USD per million tokens, for the cost estimate only.
+    price_in_per_mtok: float = Field(0.59, ge=0)
+    price_out_per_mtok: float = Field(0.79, ge=0)
+
+
+class RewardConfig(_Model):
+    model_path: str | None = None
+    num_candidates: int = Field(4, ge=2, le=32)
+    min_margin: float = Field(0.05, ge=0)
+
+
+class LabelingConfig(_Model):
+    judge: Literal["rules", "groq", "reward"] = "rules"
+    min_margin: float = Field(1.0, ge=0, le=10)
+    groq: GroqConfig = GroqConfig()
+    reward: RewardConfig = RewardConfig()
+
+
+class KubernetesConfig(_Model):
+    gke: bool = True
+    image: str = "ghcr.io/persona-dpo/trainer:latest"
+    namespace: str = "persona-dpo"
+    project_id: str | None = None
+    location: str | None = None
+    cluster_name: str | None = None
+    kubernetes_conn_id: str = "kubernetes_default"
+    gpu_count: int = Field(1, ge=1, le=16)
+    node_selector: dict[str, str] = {"cloud.google.com/gke-accelerator": "nvidia-tesla-a100"}
+    startup_timeout_s: int = Field(900, ge=600)
+    service_account_name: str | None = None
+    cpu: str = "8"
+    memory: str = "64Gi"
+
+
+class TrainingConfig(_Model):
+    runner: Literal["local", "kubernetes"] = "local"
+    lora_r: int = Field(16, ge=1, le=1024)
+    lora_alpha: int = Field(16, ge=1)
+    lora_dropout: float = Field(0.05, ge=0, lt=1)
+    target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
+    learning_rate: float = Field(5e-5, gt=0, lt=1)
+    beta: float = Field(0.1, gt=0)
+    epochs: float = Field(3, gt=0, le=100)
+    batch_size: int = Field(4, ge=1)
+    grad_accum: int = Field(4, ge=1)
+    max_length: int = Field(512, ge=16)
+    max_prompt_length: int = Field(256, ge=8)
+    precompute_ref_log_probs: bool = True
+    seed: int = 42
+    kubernetes: KubernetesConfig = KubernetesConfig()
+
+    @model_validator(mode="after")
+    def _prompt_fits(self) -> "TrainingConfig":
+        if self.max_prompt_length >= self.max_length:
+            raise ValueError(
+                f"max_prompt_length={self.max_prompt_length!r} must be smaller than "
+                f"max_length={self.max_length!r}"
+            )
+        return self
+
+
+class GeminiConfig(_Model):
+    model: str = "gemini-2.0-flash"
+    project: str | None = None
+    location: str = "us-central1"
+    max_concurrency: int = Field(8, ge=1, le=256)
+    requests_per_minute: int = Field(300, ge=1)
+    tokens_per_minute: int = Field(1_000_000, ge=1)
+    timeout_s: float = Field(60.0, gt=0)
+    max_retries: int = Field(5, ge=0, le=20)
+
+
+class EvaluationConfig(_Model):
+    judge: Literal["rules", "gemini"] = "rules"
+    max_new_tokens: int = Field(192, ge=8, le=4096)
+    temperature: float = Field(0.7, ge=0, le=2)
+    seed: int = 1234
+    gemini: GeminiConfig = GeminiConfig()
+
+
+class GateConfig(_Model):
+    min_win_rate_lower_bound: float = Field(0.5, ge=0, le=1)
+
+
+class FeedbackConfig(_Model):
+    min_feedback: int = Field(50, ge=1)
+    max_good_ratio: float = Field(0.6, ge=0, le=1)
+    cooldown_hours: float = Field(24, ge=0)
+
+
+class PipelineConfig(_Model):
+    schedule: str | None = "@weekly"
+    model: ModelConfig = ModelConfig()
+    generation: GenerationConfig = GenerationConfig()
+    labeling: LabelingConfig = LabelingConfig()
+    training: TrainingConfig = TrainingConfig()
+    evaluation: EvaluationConfig = EvaluationConfig()
+    gate: GateConfig = GateConfig()
+    feedback: FeedbackConfig = FeedbackConfig()
+
+
+class Persona(_Model):
+    id: str
+    name: str
+    description: str = ""
+    cuisines: tuple[str, ...] = Field(min_length=1)
+    dietary_restrictions: tuple[str, ...] = ()
+    # restriction -> words that count as it (synonyms included)
+    forbidden: dict[str, tuple[str, ...]] = {}
+    # phrases containing a forbidden word that are nevertheless fine
+    allowed: tuple[str, ...] = ()
+    preferred_ingredients: tuple[str, ...] = Field(min_length=1)
+    style_keywords: tuple[str, ...] = ()
+    config: PipelineConfig = PipelineConfig()
+
+    @field_validator("id")
+    @classmethod
+    def _id_shape(cls, v: str) -> str:
+        if not PERSONA_ID_RE.match(v):
+            raise ValueError(
+                f"persona id {v!r} must match {PERSONA_ID_RE.pattern} "
+                "(lowercase letters, digits, underscores; it becomes a DAG id and a path)"
+            )
+        return v
+
+    @field_validator("forbidden")
+    @classmethod
+    def _forbidden_words(cls, v: dict[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
+        for category, words in v.items():
+            if not category.strip():
+                raise ValueError("forbidden has an empty restriction name")
+            if any(not w.strip() for w in words):
+                raise ValueError(f"forbidden[{category!r}] contains an empty word")
+        return v
+
+    def forbidden_terms(self) -> dict[str, str]:
+        """Every forbidden word (lowercased) -> the restriction it belongs to."""
+        terms: dict[str, str] = {}
+        for category, words in self.forbidden.items():
+            terms.setdefault(category.lower(), category)
+            for w in words:
+                terms.setdefault(w.lower(), category)
+        return terms
+
+    @property
+    def dag_id(self) -> str:
+        return f"dpo_{self.id}"
+
+
+@dataclass
+class PersonasFile:
+    path: Path
+    personas: dict[str, Persona]
+    errors: dict[str, str] = field(default_factory=dict)
+
+    def get(self, persona_id: str) -> Persona:
+        if persona_id in self.personas:
+            return self.personas[persona_id]
+        if persona_id in self.errors:
+            raise ConfigError(self.errors[persona_id])
+        raise ConfigError(
+            f"{self.path.name}: unknown persona id {persona_id!r}; "
+            f"known: {', '.join(sorted(self.personas)) or '(none)'}"
+        )
+
+
+def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """Nested mappings merge; lists and scalars in `override` replace."""
+    out = copy.deepcopy(base)
+    for key, value in (override or {}).items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def format_validation_error(where: str, err: ValidationError, *, config_key: str = "config") -> str:
+    """One line per problem: where, the dotted field, the bad value (`!r`) and what is allowed.
+
+    A persona's merged pipeline settings sit under `config` in the model but
+    come from `overrides` in the file; `config_key` names them as the user wrote them.
+    """
+    lines = []
+    for e in err.errors():
+        parts = [str(p) for p in e["loc"] if p != "__root__"]
+        if parts and parts[0] == "config":
+            parts[0] = config_key
+        loc = ".".join(parts) or "(entry)"
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            lines.append(f"{where}: unknown field {loc!r} (value {e['input']!r}); check the spelling")
+        elif e["type"] == "missing":
+            lines.append(f"{where}: field {loc!r} is required")
+        else:
+            lines.append(f"{where}: field {loc!r} = {e['input']!r} is invalid: {msg}")
+    return "\n".join(lines)
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"personas file not found: {str(path)!r}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path.name}: not valid YAML: {exc}") from None
+    if not isinstance(raw, dict) or not isinstance(raw.get("personas"), list):
+        raise ConfigError(f"{path.name}: expected a mapping with a 'personas' list, got {type(raw).__name__}")
+    unknown = set(raw) - {"defaults", "personas"}
+    if unknown:
+        raise ConfigError(f"{path.name}: unknown top-level key(s) {sorted(unknown)!r}; allowed: defaults, personas")
+    return raw
+
+
+def _build_persona(path: Path, defaults: dict[str, Any], entry: Any, index: int) -> Persona:
+    if not isinstance(entry, dict):
+        raise ConfigError(f"{path.name}: persona #{index} must be a mapping, got {entry!r}")
+    pid = entry.get("id", f"#{index}")
+    where = f"{path.name}: persona {pid!r}"
+    data = dict(entry)
+    overrides = data.pop("overrides", None) or {}
+    if not isinstance(overrides, dict):
+        raise ConfigError(f"{where}: field 'overrides' = {overrides!r} must be a mapping")
+    data["config"] = deep_merge(defaults, overrides)
+    try:
+        return Persona.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(where, err, config_key="overrides")) from None
+
+
+def load_personas_lenient(path: str | os.PathLike[str] | None = None) -> PersonasFile:
+    """Load every valid persona; collect per-persona errors instead of raising.
+
+    File-level problems (missing file, bad YAML, bad `defaults`) still raise:
+    with those, no persona can be trusted.
+    """
+    path = Path(path) if path else default_personas_path()
+    raw = _read_yaml(path)
+    defaults = raw.get("defaults") or {}
+    try:
+        PipelineConfig.model_validate(defaults)
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(f"{path.name}: defaults", err)) from None
+    personas: dict[str, Persona] = {}
+    errors: dict[str, str] = {}
+    for i, entry in enumerate(raw["personas"]):
+        pid = entry.get("id", f"#{i}") if isinstance(entry, dict) else f"#{i}"
+        try:
+            persona = _build_persona(path, defaults, entry, i)
+        except ConfigError as exc:
+            errors[str(pid)] = str(exc)
+            continue
+        if persona.id in personas:
+            errors[persona.id] = f"{path.name}: persona id {persona.id!r} is defined more than once"
+            personas.pop(persona.id)
+            continue
+        personas[persona.id] = persona
+    return PersonasFile(path=path, personas=personas, errors=errors)
+
+
+def load_personas(path: str | os.PathLike[str] | None = None) -> PersonasFile:
+    """Strict load: any bad persona raises ConfigError with every problem listed."""
+    result = load_personas_lenient(path)
+    if result.errors:
+        raise ConfigError("\n".join(result.errors.values()))
+    return result
+
+
+def load_persona(persona_id: str, path: str | os.PathLike[str] | None = None) -> Persona:
+    """One persona; other personas' errors do not matter to it."""
+    return load_personas_lenient(path).get(persona_id)
+
+
+def with_overrides(persona: Persona, overrides: dict[str, Any]) -> Persona:
+    """A copy of `persona` with run-time overrides (trigger form, CLI) validated the same way."""
+    if not overrides:
+        return persona
+    merged = deep_merge(persona.config.model_dump(mode="python"), overrides)
+    try:
+        config = PipelineConfig.model_validate(merged)
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(f"run overrides for persona {persona.id!r}", err)) from None
+    return persona.model_copy(update={"config": config})
