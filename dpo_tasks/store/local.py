@@ -1,0 +1,166 @@
+"""The local-directory artifact store (the embedded default; `./store` or `$PERSONA_DPO_STORE`).
+
+    <root>/<namespace>/<version>/   a complete, verified version (has MANIFEST.json)
+    <root>/<namespace>/LATEST       the promoted version's name
+    <root>/<namespace>/.lock        serialises promotes (flock)
+    <root>/<namespace>/.incoming-*  a version being copied in; never listed, never promoted
+
+Crash safety comes from the filesystem: a version is copied into a hidden
+directory, verified against its manifest and only then renamed into place
+(rename is atomic within a filesystem), and `LATEST` is replaced with
+write-temp + fsync + `os.replace`. A crash at any point leaves `LATEST` on the
+old version and at worst a stale `.incoming-*` directory.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path, PurePosixPath
+from typing import Iterator
+
+from dpo_tasks.store.base import Store, StoreError, VersionNotFound
+from dpo_tasks.store.manifest import MANIFEST, ManifestError, read_manifest, verify_manifest
+
+LATEST = "LATEST"
+
+
+def _check_name(kind: str, value: str) -> None:
+    parts = PurePosixPath(value).parts
+    if not value or value.startswith("/") or any(p in ("..", ".") or p.startswith(".") for p in parts) or "\\" in value:
+        raise StoreError(f"{kind} {value!r} is not a safe relative name (no '..', no leading '/' or '.')")
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class LocalStore(Store):
+    def __init__(self, root: str | os.PathLike[str]):
+        self.root = Path(root).expanduser()
+        self.uri = str(self.root)
+
+    def _ns(self, namespace: str) -> Path:
+        _check_name("namespace", namespace)
+        return self.root / namespace
+
+    def _version_dir(self, namespace: str, version: str) -> Path:
+        _check_name("version", version)
+        if "/" in version:
+            raise StoreError(f"version {version!r} must not contain '/'")
+        return self._ns(namespace) / version
+
+    @contextmanager
+    def _lock(self, namespace: str) -> Iterator[None]:
+        ns = self._ns(namespace)
+        ns.mkdir(parents=True, exist_ok=True)
+        with open(ns / ".lock", "a") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    def upload_version(self, namespace: str, version: str, local_dir: Path) -> str:
+        local_dir = Path(local_dir)
+        target = self._version_dir(namespace, version)
+        if target.exists():
+            raise StoreError(f"version {version!r} of {namespace!r} already exists at {str(target)!r}; versions are immutable")
+        # Refuse a source that is itself inconsistent: the copy would verify against a wrong manifest.
+        verify_manifest(local_dir)
+        ns = self._ns(namespace)
+        ns.mkdir(parents=True, exist_ok=True)
+        incoming = Path(tempfile.mkdtemp(dir=ns, prefix=f".incoming-{version}-"))
+        try:
+            shutil.copytree(local_dir, incoming, dirs_exist_ok=True)
+            for path in incoming.rglob("*"):
+                if path.is_file():
+                    with open(path, "rb") as fh:
+                        os.fsync(fh.fileno())
+            verify_manifest(incoming)
+            os.chmod(incoming, 0o755)
+            try:
+                # rename(2) onto an existing non-empty directory fails, so two
+                # uploads of the same version cannot both land.
+                os.rename(incoming, target)
+            except OSError:
+                raise StoreError(f"version {version!r} of {namespace!r} appeared while uploading; versions are immutable") from None
+            _fsync_dir(ns)
+        except BaseException:
+            shutil.rmtree(incoming, ignore_errors=True)
+            raise
+        return self.version_uri(namespace, version)
+
+    def verify(self, namespace: str, version: str) -> dict:
+        """Re-check a stored version against its manifest (raises ManifestError)."""
+        target = self._version_dir(namespace, version)
+        if not target.is_dir():
+            raise VersionNotFound(f"version {version!r} of {namespace!r} not found in {self.uri!r}")
+        return verify_manifest(target)
+
+    def promote(self, namespace: str, version: str, *, expected_current: str | None = ...) -> None:  # type: ignore[assignment]
+        with self._lock(namespace):
+            self.verify(namespace, version)
+            current = self.latest(namespace)
+            if expected_current is not ... and current != expected_current:
+                raise StoreError(
+                    f"LATEST of {namespace!r} is {current!r}, expected {expected_current!r}: "
+                    "another publish or rollback moved it first; re-read and retry"
+                )
+            ns = self._ns(namespace)
+            fd, tmp = tempfile.mkstemp(dir=ns, prefix=".LATEST.", suffix=".tmp")
+            try:
+                with os.fdopen(fd, "w") as fh:
+                    fh.write(version + "\n")
+                    fh.flush()
+                    os.fsync(fh.fileno())
+                os.replace(tmp, ns / LATEST)
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise
+            _fsync_dir(ns)
+
+    def latest(self, namespace: str) -> str | None:
+        path = self._ns(namespace) / LATEST
+        try:
+            value = path.read_text().strip()
+        except FileNotFoundError:
+            return None
+        return value or None
+
+    def list_versions(self, namespace: str) -> list[str]:
+        ns = self._ns(namespace)
+        if not ns.is_dir():
+            return []
+        return sorted(p.name for p in ns.iterdir() if p.is_dir() and not p.name.startswith(".") and (p / MANIFEST).is_file())
+
+    def download(self, namespace: str, version: str, dest: Path) -> Path:
+        src = self._version_dir(namespace, version)
+        if not (src / MANIFEST).is_file():
+            raise VersionNotFound(f"version {version!r} of {namespace!r} not found in {self.uri!r}; have {self.list_versions(namespace)!r}")
+        dest = Path(dest)
+        if dest.is_dir():
+            try:
+                if read_manifest(dest) == read_manifest(src):
+                    verify_manifest(dest)
+                    return dest
+            except ManifestError:
+                pass
+            shutil.rmtree(dest)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        partial = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}."))
+        try:
+            shutil.copytree(src, partial, dirs_exist_ok=True)
+            verify_manifest(partial)
+            os.rename(partial, dest)
+        except BaseException:
+            shutil.rmtree(partial, ignore_errors=True)
+            raise
+        return dest
