@@ -1,0 +1,211 @@
+"""Stages `publish` and `rollback`: versioned adapters in the artifact store, and the `LATEST` pointer.
+
+publish: stages the run's adapter with `config.yaml`, `metrics.json`,
+`eval/summary.json`, the HTML report and a `model_card.json` (lineage: base
+model, SFT adapter, sha256 of the prompt/labeled/DPO files, pair counts by
+source, judge, win rate and interval, gate decision), writes `MANIFEST.json`
+last, uploads the version (verified against the manifest) and then moves
+`LATEST` to it, guarded so that a concurrent publish or rollback cannot be
+silently overwritten. Refuses when `gate.json` says reject unless `--force`;
+`--dry-run` uploads and verifies the version but leaves `LATEST` alone.
+Writes `publish.json` in the run dir.
+
+rollback: points `LATEST` at the version before the current one, or `--to` a
+named version.
+
+The store comes from `--store` or `$PERSONA_DPO_STORE` (default `./store`); a
+path is the local store, `gs://bucket/prefix` is GCS.
+
+Usage:
+    python -m dpo_tasks publish --persona persona_e_mexican_vegan --run-dir runs/demo [--dry-run] [--force]
+    python -m dpo_tasks rollback --persona persona_e_mexican_vegan [--to v20261122T031500Z-1a2b3c4d]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import shutil
+import sys
+import tempfile
+from collections import Counter
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from dpo_tasks.config import ConfigError, Persona
+from dpo_tasks.runs import RunDir, read_json, read_jsonl, sha256_file, write_json
+
+log = logging.getLogger(__name__)
+
+
+class PublishRefused(ConfigError):
+    """The gate rejected this candidate (or its inputs are missing); nothing was published."""
+
+
+def version_name(now: datetime, content_hash: str) -> str:
+    """Sortable by time (UTC, to the second), unique by content: v20261122T031500Z-1a2b3c4d."""
+    return f"v{now.astimezone(timezone.utc):%Y%m%dT%H%M%SZ}-{content_hash[:8]}"
+
+
+def _data_lineage(rd: RunDir) -> tuple[dict[str, str | None], dict[str, int]]:
+    hashes = {p.name: (sha256_file(p) if p.exists() else None) for p in (rd.prompts, rd.labeled, rd.dpo)}
+    by_source = Counter(str(row.get("source", "generated")) for row in read_jsonl(rd.labeled))
+    return hashes, dict(sorted(by_source.items()))
+
+
+def model_card(persona: Persona, rd: RunDir, *, run_id: str, created: datetime) -> dict[str, Any]:
+    cfg = persona.config
+    hashes, by_source = _data_lineage(rd)
+    evals = read_json(rd.eval / "summary_stats.json") if (rd.eval / "summary_stats.json").exists() else {}
+    gate = read_json(rd.gate) if rd.gate.exists() else {}
+    return {
+        "persona": persona.id,
+        "persona_name": persona.name,
+        "run_id": run_id,
+        "created": created.astimezone(timezone.utc).isoformat(timespec="seconds"),
+        "base_model": cfg.model.base,
+        "sft_adapter": cfg.model.sft_adapter,
+        "data_sha256": hashes,
+        "pairs_by_source": by_source,
+        "labeling_judge": cfg.labeling.judge,
+        "evaluation": {
+            "judge": evals.get("judge"),
+            "baseline": evals.get("baseline"),
+            "n": evals.get("n"),
+            "win_rate": evals.get("win_rate"),
+            "ci_low": evals.get("ci_low"),
+            "ci_high": evals.get("ci_high"),
+        },
+        "gate": {k: gate.get(k) for k in ("decision", "reason", "threshold")},
+        "training": cfg.training.model_dump(mode="json", exclude={"kubernetes"}),
+    }
+
+
+def stage_version(persona: Persona, rd: RunDir, dest: Path, *, run_id: str, created: datetime) -> dict[str, Any]:
+    """Lay out a version in `dest` (empty dir) and write its manifest; returns the model card."""
+    from dpo_tasks.store.manifest import write_manifest
+
+    if not (rd.adapter / "adapter_config.json").is_file():
+        raise PublishRefused(f"no trained adapter at {str(rd.adapter)!r}; run the train stage first")
+    shutil.copytree(rd.adapter, dest / "adapter")
+    if (rd.train / "config.yaml").is_file():
+        shutil.copy2(rd.train / "config.yaml", dest / "config.yaml")
+    else:
+        (dest / "config.yaml").write_text(yaml.safe_dump(persona.config.model_dump(mode="json"), sort_keys=False))
+    metrics = rd.train / "metrics.json"
+    (dest / "metrics.json").write_text(metrics.read_text() if metrics.is_file() else "{}\n")
+    (dest / "eval").mkdir()
+    for src, name in ((rd.eval / "summary_stats.json", "summary.json"), (rd.eval / "evaluation_report.html", "evaluation_report.html")):
+        if src.is_file():
+            shutil.copy2(src, dest / "eval" / name)
+    card = model_card(persona, rd, run_id=run_id, created=created)
+    (dest / "model_card.json").write_text(json.dumps(card, indent=2) + "\n")
+    write_manifest(dest)
+    return card
+
+
+def run(
+    persona: Persona,
+    run_dir: str | Path | RunDir,
+    *,
+    store_uri: str | None = None,
+    namespace: str | None = None,
+    force: bool = False,
+    dry_run: bool = False,
+    run_id: str | None = None,
+) -> dict[str, Any]:
+    from dpo_tasks.store import open_store
+    from dpo_tasks.store.manifest import build_manifest
+
+    rd = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
+    namespace = namespace or persona.id
+    run_id = run_id or rd.root.resolve().name
+    gate = read_json(rd.gate) if rd.gate.exists() else None
+    if gate is None and not force:
+        raise PublishRefused(f"no gate decision at {str(rd.gate)!r}; run the gate stage first (or --force)")
+    if gate is not None and gate.get("decision") != "promote" and not force:
+        result = {"published": False, "persona": persona.id, "reason": f"gate rejected the candidate: {gate.get('reason')}"}
+        write_json(rd.publish, result)
+        raise PublishRefused(f"{result['reason']}; not publishing (use --force to publish anyway)")
+
+    store = open_store(store_uri)
+    created = datetime.now(timezone.utc)
+    previous = store.latest(namespace)
+    with tempfile.TemporaryDirectory(prefix="persona-dpo-publish-") as tmp:
+        staged = Path(tmp) / "version"
+        staged.mkdir()
+        card = stage_version(persona, rd, staged, run_id=run_id, created=created)
+        digest = hashlib.sha256(json.dumps(build_manifest(staged), sort_keys=True).encode()).hexdigest()
+        version = version_name(created, digest)
+        log.info("uploading %s/%s to %s", namespace, version, store.uri)
+        uri = store.upload_version(namespace, version, staged)
+    if dry_run:
+        log.info("dry run: version %s uploaded and verified; LATEST stays at %r", version, previous)
+    else:
+        store.promote(namespace, version, expected_current=previous)
+        log.info("LATEST of %s: %r -> %r", namespace, previous, version)
+    result = {
+        "published": True,
+        "persona": persona.id,
+        "namespace": namespace,
+        "store": store.uri,
+        "version": version,
+        "uri": uri,
+        "latest_moved": not dry_run,
+        "previous": previous,
+        "dry_run": dry_run,
+        "forced": bool(force and (gate is None or gate.get("decision") != "promote")),
+        "win_rate": card["evaluation"]["win_rate"],
+    }
+    write_json(rd.publish, result)
+    write_json(rd.stage_summary("publish"), result)
+    return result
+
+
+def make_parser(command: str = "publish") -> argparse.ArgumentParser:
+    from dpo_tasks.cli import add_persona_args
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_persona_args(parser, run_dir=command == "publish")
+    parser.add_argument("--store", default=None, help="store URI: a directory or gs://bucket/prefix (default: $PERSONA_DPO_STORE or ./store)")
+    parser.add_argument("--namespace", default=None, help="store namespace (default: the persona id; communities use policies/<communityId>)")
+    if command == "publish":
+        parser.add_argument("--force", action="store_true", help="publish even when the gate rejected the candidate")
+        parser.add_argument("--dry-run", action="store_true", help="upload and verify the version but do not move LATEST")
+        parser.add_argument("--run-id", default=None, help="recorded in the model card (default: the run dir's name)")
+    else:
+        parser.add_argument("--to", default=None, metavar="VERSION", help="version to point LATEST at (default: the one before the current)")
+    return parser
+
+
+def main(args: argparse.Namespace) -> int:
+    from dpo_tasks.cli import persona_from_args
+    from dpo_tasks.store import StoreError, open_store
+
+    persona = persona_from_args(args)
+    try:
+        if args.command == "rollback":
+            store = open_store(args.store)
+            namespace = args.namespace or persona.id
+            before = store.latest(namespace)
+            to = store.rollback(namespace, args.to)
+            print(f"rollback: LATEST of {namespace} in {store.uri}: {before} -> {to}")
+            return 0
+        result = run(
+            persona, args.run_dir, store_uri=args.store, namespace=args.namespace,
+            force=args.force, dry_run=args.dry_run, run_id=args.run_id,
+        )
+    except PublishRefused as exc:
+        print(f"publish refused: {exc}", file=sys.stderr)
+        return 1
+    except StoreError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    moved = "LATEST now points at it" if result["latest_moved"] else f"LATEST unchanged ({result['previous']}; dry run)"
+    print(f"published {result['version']} to {result['uri']}; {moved}")
+    return 0
