@@ -47,3 +47,14 @@ def test_eval_prompts_are_held_out_from_every_pool():
         (pid, row["id"]) for pid in PERSONA_IDS for row in load_eval_cases(pid) if norm(row["prompt"]) in pooled
     ]
     assert leaked == []
+
+
+@pytest.mark.parametrize("persona_id", [pid for pid in PERSONA_IDS if PERSONAS[pid].forbidden])
+def test_stress_cases_and_only_they_name_a_forbidden_ingredient(persona_id):
+    from dpo_tasks.judges.rules import violations
+
+    persona = PERSONAS[persona_id]
+    named = {row["id"]: bool(violations(persona, row["prompt"])) for row in load_eval_cases(persona_id)}
+    stress = {row["id"] for row in load_eval_cases(persona_id) if row["category"] == "constraint_stress"}
+    assert {i for i, hit in named.items() if hit} == stress
+    assert not [row["id"] for row in load_prompt_pool(persona_id) if violations(persona, row["prompt"])]

@@ -1,0 +1,274 @@
+"""The persona rule judge: deterministic, offline, the default for labeling and evaluation.
+
+Scores one recipe 0-10 on the five shared criteria:
+
+- constraint_compliance: forbidden ingredients from personas.yaml (synonyms
+  included), matched case-insensitively on word boundaries with plural forms
+  ("prawns", "anchovies"). Phrases in the persona's `allowed` list are masked
+  first ("cauliflower rice" for keto), and so are mentions that say the
+  ingredient is absent or replaced: "no meat", "without cheese or cream",
+  "instead of butter", "dairy-free", "non-dairy", "vegan chorizo",
+  "chorizo-style mushrooms". One forbidden ingredient drops the score to 4,
+  each further one by 1.5 more.
+- persona_alignment: the persona's cuisine named, its style keywords and
+  dietary labels, its preferred ingredients.
+- preferred_ingredients: how many of the persona's preferred ingredients appear.
+- structure: an ingredient list, numbered steps, a reasonable length, a title,
+  not cut off mid-sentence, not repetitive.
+- overall: weighted, compliance dominating; any violation caps it at 3, so a
+  well-written recipe that breaks the diet never beats a plain one that keeps it.
+
+Word boundaries are literal: "eggplant" is not "egg", "buttercup squash" and
+"butternut" are not "butter", but "peanut butter" is butter unless the persona
+allows it (the vegan persona does).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+
+from dpo_tasks.config import Persona
+from dpo_tasks.judges.base import Judge, OrderedVerdict, Scores
+
+VIOLATION_CAP = 3.0
+WEIGHTS = {"constraint_compliance": 0.35, "persona_alignment": 0.25, "preferred_ingredients": 0.2, "structure": 0.2}
+PREFERRED_SCALE = (0.0, 4.0, 6.5, 8.5, 10.0)  # by number of distinct preferred ingredients used
+
+# A negator opens a scope over the next few words ("no meat, dairy or eggs");
+# the scope ends at sentence punctuation or at a word that starts a new clause
+# ("without cheese, add chicken" still uses chicken).
+_NEGATOR = re.compile(
+    r"\b(?:no|not|never|nor|without|avoid(?:ing|s)?|omit(?:ting|s)?|skip(?:ping|s)?|exclud(?:e|es|ing)|"
+    r"leave out|leaving out|hold the|instead of|in place of|rather than|free (?:of|from)|"
+    r"replac(?:e|es|ed|ing)|swap(?:ped|ping|s)?(?: out)?|don't|do not|doesn't|does not|zero)\b"
+)
+_FILLER = {"use", "using", "add", "adding", "added", "include", "including", "need", "needed", "any", "the",
+           "a", "an", "some", "contain", "containing", "of", "to", "it", "real", "traditional"}
+_SCOPE_STOP = {"but", "then", "with", "for", "by", "plus", "so", "and then", "add", "use", "serve", "top",
+               "stir", "cook", "while", "until", "instead", "yet"}
+_SCOPE_WORDS = 6
+_SCOPE_BREAK = re.compile(r"[.;:!?\n()]")
+_WORD = re.compile(r"[a-z][a-z'-]*")
+# Words before a term that make it a substitute ("vegan chorizo", "gluten-free pasta").
+_SUBSTITUTE_BEFORE = (
+    r"(?:vegan|plant[- ]based|meatless|meat[- ]free|dairy[- ]free|non[- ]?dairy|egg[- ]free|gluten[- ]free|"
+    r"sugar[- ]free|salt[- ]free|unsalted|low[- ]sodium|reduced[- ]sodium|no[- ]salt[- ]added|low[- ]carb|keto|"
+    r"imitation|mock|faux|non)[- ]"
+)
+# Suffixes after a term that say it is absent or imitated ("dairy-free", "chorizo-style").
+_SUBSTITUTE_AFTER = r"[- ](?:free|style|like|less|substitute|alternative)\b"
+
+_LIST_LINE = re.compile(r"^\s*(?:[-*\u2022]|\d+[.)])\s+\S", re.M)
+_NUMBERED = re.compile(r"^\s*(?:\d+[.)]|step\s*\d+\b)", re.M | re.I)
+_BULLET = re.compile(r"^\s*[-*\u2022]\s+\S", re.M)
+_INGREDIENTS_HEADER = re.compile(r"\bingredients?\b", re.I)
+_STEPS_HEADER = re.compile(r"\b(?:instructions|method|steps|directions|preparation)\b", re.I)
+
+
+def _term_pattern(term: str) -> str:
+    """A term with flexible inner spacing/hyphens and its plural forms."""
+    words = [re.escape(w) for w in term.lower().split()]
+    last = words[-1]
+    if last.endswith("y") and len(last) > 2 and last[-2] not in "aeiou":
+        last = f"(?:{last}|{last[:-1]}ies)"
+    else:
+        last = f"{last}(?:s|es)?"
+    return r"[\s-]+".join(words[:-1] + [last])
+
+
+@dataclass(frozen=True)
+class _Rules:
+    forbidden: re.Pattern[str] | None
+    term_category: dict[str, str]
+    allowed: re.Pattern[str] | None
+    substitute: re.Pattern[str] | None
+    preferred: tuple[tuple[str, re.Pattern[str]], ...]
+    cuisine: re.Pattern[str]
+    style: tuple[re.Pattern[str], ...]
+
+
+@lru_cache(maxsize=64)
+def _compile(
+    forbidden: tuple[tuple[str, str], ...],
+    allowed: tuple[str, ...],
+    preferred: tuple[str, ...],
+    cuisines: tuple[str, ...],
+    style: tuple[str, ...],
+) -> _Rules:
+    # Longest first so "ground beef" is reported as itself, not as "beef".
+    terms = sorted((t for t, _ in forbidden), key=len, reverse=True)
+    forbidden_re = substitute_re = None
+    if terms:
+        alts = "|".join(f"(?P<t{i}>{_term_pattern(t)})" for i, t in enumerate(terms))
+        forbidden_re = re.compile(rf"\b(?:{alts})\b")
+        any_term = "|".join(_term_pattern(t) for t in terms)
+        substitute_re = re.compile(rf"\b{_SUBSTITUTE_BEFORE}(?:{any_term})\b|\b(?:{any_term}){_SUBSTITUTE_AFTER}")
+    allowed_sorted = sorted(allowed, key=len, reverse=True)
+    allowed_re = re.compile(r"\b(?:" + "|".join(_term_pattern(a) for a in allowed_sorted) + r")\b") if allowed else None
+    return _Rules(
+        forbidden=forbidden_re,
+        term_category={f"t{i}": t for i, t in enumerate(terms)},
+        allowed=allowed_re,
+        substitute=substitute_re,
+        preferred=tuple((p, re.compile(rf"\b{_term_pattern(p)}\b")) for p in preferred),
+        cuisine=re.compile(r"\b(?:" + "|".join(re.escape(c.lower()) for c in cuisines) + r")\b"),
+        style=tuple(re.compile(rf"\b{_term_pattern(s)}\b") for s in style),
+    )
+
+
+def _rules_for(persona: Persona) -> tuple[_Rules, dict[str, str]]:
+    terms = persona.forbidden_terms()
+    rules = _compile(
+        tuple(sorted(terms.items())),
+        tuple(a.lower() for a in persona.allowed),
+        tuple(p.lower() for p in persona.preferred_ingredients),
+        tuple(persona.cuisines),
+        tuple(s.lower() for s in (*persona.style_keywords, *persona.dietary_restrictions)),
+    )
+    return rules, terms
+
+
+def _normalise(text: str) -> str:
+    return text.lower().replace("\u2019", "'").replace("\u2010", "-").replace("\u2011", "-")
+
+
+def _blank(text: str, spans: list[tuple[int, int]]) -> str:
+    chars = list(text)
+    for start, end in spans:
+        chars[start:end] = " " * (end - start)
+    return "".join(chars)
+
+
+def _negated_spans(text: str) -> list[tuple[int, int]]:
+    spans = []
+    for neg in _NEGATOR.finditer(text):
+        pos = neg.end()
+        brk = _SCOPE_BREAK.search(text, pos)
+        limit = brk.start() if brk else len(text)
+        end, counted, started = pos, 0, False
+        for word in _WORD.finditer(text, pos, limit):
+            w = word.group()
+            if not started and w in _FILLER:
+                end = word.end()
+                continue
+            if started and w in _SCOPE_STOP:
+                break
+            started = True
+            counted += 1
+            end = word.end()
+            if counted >= _SCOPE_WORDS:
+                break
+        spans.append((neg.start(), end))
+    return spans
+
+
+def violations(persona: Persona, text: str) -> list[tuple[str, str]]:
+    """Forbidden ingredients `text` uses, as (term as listed in personas.yaml, restriction), in order of appearance, each once."""
+    rules, terms = _rules_for(persona)
+    if rules.forbidden is None or not text:
+        return []
+    text = _normalise(text)
+    # Spans found on the same text, so masking one kind cannot hide another.
+    spans = [m.span() for m in rules.substitute.finditer(text)] + _negated_spans(text)
+    if rules.allowed is not None:
+        spans += [m.span() for m in rules.allowed.finditer(text)]
+    masked = _blank(text, spans)
+    found: dict[str, str] = {}
+    for m in rules.forbidden.finditer(masked):
+        term = rules.term_category[m.lastgroup]
+        found.setdefault(term, terms[term])
+    return list(found.items())
+
+
+def _count(patterns: tuple[re.Pattern[str], ...], text: str) -> int:
+    return sum(1 for p in patterns if p.search(text))
+
+
+def _structure(text: str) -> float:
+    words = text.split()
+    if not words:
+        return 0.0
+    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
+    bullets = len(_BULLET.findall(text))
+    numbered = len(_NUMBERED.findall(text))
+    score = 0.0
+    if _INGREDIENTS_HEADER.search(text) and len(_LIST_LINE.findall(text)) >= 2 or bullets >= 3:
+        score += 3
+    if numbered >= 2 or (_STEPS_HEADER.search(text) and len(lines) >= 4):
+        score += 3
+    n = len(words)
+    score += 2 if 40 <= n <= 700 else 1 if 20 <= n <= 1200 else 0
+    first = lines[0]
+    if len(first.split()) <= 12 and not _LIST_LINE.match(first):
+        score += 1
+    last = lines[-1]
+    if re.search(r"[.!?)\"'*]$", last) or (_LIST_LINE.match(last) and len(last.split()) <= 10):
+        score += 1
+    # Small models loop; repeated word trigrams are the cheap tell.
+    trigrams = [" ".join(words[i:i + 3]).lower() for i in range(len(words) - 2)]
+    if trigrams:
+        repeated = 1 - len(set(trigrams)) / len(trigrams)
+        if repeated > 0.3:
+            score -= 3 if repeated < 0.6 else 6
+    return max(0.0, min(10.0, score))
+
+
+class RuleJudge(Judge):
+    """Deterministic persona judge; `epsilon` is the overall-score gap below which two responses tie."""
+
+    name = "rules"
+
+    def __init__(self, *, epsilon: float = 0.25):
+        if epsilon < 0:
+            raise ValueError(f"epsilon={epsilon!r} must be >= 0")
+        self.epsilon = epsilon
+
+    violations = staticmethod(violations)
+
+    def score(self, persona: Persona, prompt: str, response: str) -> Scores:
+        if not response or not response.strip():
+            return Scores(0.0, 0.0, 0.0, 0.0, 0.0)
+        rules, _ = _rules_for(persona)
+        text = _normalise(response)
+        broken = violations(persona, response)
+        compliance = 10.0 if not broken else max(0.0, 4.0 - 1.5 * (len(broken) - 1))
+        preferred_used = _count(tuple(p for _, p in rules.preferred), text)
+        preferred = PREFERRED_SCALE[min(preferred_used, len(PREFERRED_SCALE) - 1)]
+        style_used = _count(rules.style, text)
+        alignment = (3.0 if rules.cuisine.search(text) else 0.0) + min(4.0, 1.5 * style_used) + min(3.0, float(preferred_used))
+        structure = _structure(response)
+        parts = {"constraint_compliance": compliance, "persona_alignment": alignment,
+                 "preferred_ingredients": preferred, "structure": structure}
+        overall = sum(WEIGHTS[k] * v for k, v in parts.items())
+        if broken:
+            overall = min(overall, VIOLATION_CAP)
+        return Scores(
+            persona_alignment=round(alignment, 2),
+            constraint_compliance=round(compliance, 2),
+            preferred_ingredients=round(preferred, 2),
+            structure=round(structure, 2),
+            overall=round(overall, 2),
+        )
+
+    def compare_once(self, persona: Persona, prompt: str, first: str, second: str) -> OrderedVerdict:
+        s1, s2 = self.score(persona, prompt, first), self.score(persona, prompt, second)
+        gap = s1.overall - s2.overall
+        if abs(gap) <= self.epsilon:
+            preferred = "tie"
+        else:
+            preferred = "first" if gap > 0 else "second"
+        confidence = "high" if abs(gap) >= 3 else "medium" if abs(gap) >= 1 else "low"
+        return OrderedVerdict(
+            preferred=preferred, scores_first=s1, scores_second=s2, confidence=confidence,
+            reason=f"overall {s1.overall:.2f} vs {s2.overall:.2f}; {self._why(persona, first, second)}",
+        )
+
+    def _why(self, persona: Persona, first: str, second: str) -> str:
+        notes = []
+        for label, text in (("first", first), ("second", second)):
+            broken = violations(persona, text)
+            if broken:
+                notes.append(f"{label} uses {', '.join(f'{t} ({c})' for t, c in broken)}")
+        return "; ".join(notes) or "no forbidden ingredients"
