@@ -1,0 +1,59 @@
+"""Session fixtures shared by the whole suite.
+
+- `smol_tokenizer_dir`: the real SmolLM2-135M-Instruct tokenizer and chat template.
+- `tiny_model_dir`: a tiny random Llama saved with that tokenizer; usable anywhere a
+  model path (`model.base`) is accepted. Tests that train or generate use it.
+
+The embedded model is converted from its GGUF once per machine into the same
+cache a user gets (`$PERSONA_DPO_CACHE`, default `~/.cache/persona-dpo`), so
+the suite pays the ~30 s conversion only on the first run.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("PERSONA_DPO_CACHE", str(Path.home() / ".cache" / "persona-dpo"))
+
+
+@pytest.fixture(scope="session")
+def smol_tokenizer_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from dpo_tasks.config import EMBEDDED_MODEL
+    from dpo_tasks.models import load_tokenizer
+
+    out = tmp_path_factory.mktemp("smol_tokenizer")
+    load_tokenizer(EMBEDDED_MODEL).save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(smol_tokenizer_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    import torch
+    from transformers import AutoTokenizer, GenerationConfig, LlamaConfig, LlamaForCausalLM
+
+    tokenizer = AutoTokenizer.from_pretrained(smol_tokenizer_dir)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        max_position_embeddings=2048,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=True,
+    )
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(config)
+    model.generation_config = GenerationConfig(
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id
+    )
+    out = tmp_path_factory.mktemp("tiny_model")
+    model.save_pretrained(out, safe_serialization=True)
+    tokenizer.save_pretrained(out)
+    return out
