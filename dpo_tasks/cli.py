@@ -37,6 +37,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "publish": ("dpo_tasks.publish", "publish a version to the store and move LATEST"),
     "rollback": ("dpo_tasks.publish", "point LATEST back to an earlier version"),
     "run": ("dpo_tasks.pipeline", "every stage in order for one persona"),
+    "sync": ("dpo_tasks.store.sync", "copy run files between a run dir and a store URI (gs:// or a path)"),
 }
 
 
