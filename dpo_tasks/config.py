@@ -73,7 +73,13 @@ class GroqConfig(_Model):
     tokens_per_minute: int = Field(12_000, ge=1)
     timeout_s: float = Field(60.0, gt=0)
     max_retries: int = Field(5, ge=0, le=20)
+    # 5xx/timeout retries wait min(backoff_max_s, backoff_base_s * 2**attempt), jittered; 429 waits retry-after.
+    backoff_base_s: float = Field(1.0, ge=0)
+    backoff_max_s: float = Field(30.0, ge=0)
+    max_output_tokens: int = Field(400, ge=64, le=8192)
     temperature: float = Field(0.0, ge=0, le=2)
+    # Airflow connection holding the key (password field); GROQ_API_KEY outside Airflow.
+    conn_id: str = "groq_default"
     # USD per million tokens, for the cost estimate only.
     price_in_per_mtok: float = Field(0.59, ge=0)
     price_out_per_mtok: float = Field(0.79, ge=0)
@@ -144,6 +150,14 @@ class GeminiConfig(_Model):
     tokens_per_minute: int = Field(1_000_000, ge=1)
     timeout_s: float = Field(60.0, gt=0)
     max_retries: int = Field(5, ge=0, le=20)
+    backoff_base_s: float = Field(1.0, ge=0)
+    backoff_max_s: float = Field(30.0, ge=0)
+    max_output_tokens: int = Field(512, ge=64, le=8192)
+    # Under Airflow: credentials and default project from this connection (GenAI hook).
+    gcp_conn_id: str = "google_cloud_default"
+    # USD per million tokens (Vertex AI, gemini-2.0-flash), for the cost estimate only.
+    price_in_per_mtok: float = Field(0.15, ge=0)
+    price_out_per_mtok: float = Field(0.60, ge=0)
 
 
 class EvaluationConfig(_Model):

@@ -12,7 +12,7 @@ from typing import Any
 from dpo_tasks.config import Persona
 from dpo_tasks.judges.base import Judge
 
-JUDGE_KINDS = ("rules",)
+JUDGE_KINDS = ("rules", "groq", "gemini")
 
 
 def make_judge(kind: str, persona: Persona, **options: Any) -> Judge:
@@ -20,4 +20,14 @@ def make_judge(kind: str, persona: Persona, **options: Any) -> Judge:
         from dpo_tasks.judges.rules import RuleJudge
 
         return RuleJudge(**options)
+    # API judges take `cache_dir` (the run dir's cache/, so reruns make no repeated calls)
+    # and, for tests, `api_key` / `credentials`.
+    if kind == "groq":
+        from dpo_tasks.judges.groq import GroqJudge
+
+        return GroqJudge(persona.config.labeling.groq, **options)
+    if kind == "gemini":
+        from dpo_tasks.judges.gemini import GeminiJudge
+
+        return GeminiJudge(persona.config.evaluation.gemini, **options)
     raise ValueError(f"judge {kind!r} is not known (persona {persona.id!r}); choose one of: {', '.join(JUDGE_KINDS)}")
