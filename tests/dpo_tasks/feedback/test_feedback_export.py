@@ -1,0 +1,110 @@
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from dpo_tasks.config import load_persona
+from dpo_tasks.feedback.export import build_signal, export, run
+from dpo_tasks.runs import RunDir, read_json, read_jsonl
+
+PERSONA = "persona_b_indian_veg"
+
+
+def _r(fid, prompt, response, rating):
+    return (fid, prompt, response, rating, "v1")
+
+
+@pytest.mark.parametrize(
+    "rows, pairs, prompts",
+    [
+        pytest.param(
+            [_r(1, "Dal?", "good dal", "good"), _r(2, "dal? ", "meat dal", "bad")],
+            [("good dal", "meat dal")], ["Dal?"], id="one-good-one-bad-same-prompt-modulo-case",
+        ),
+        pytest.param(
+            [_r(1, "Dal?", "g1", "good"), _r(2, "Dal?", "g2", "good"), _r(3, "Dal?", "b1", "bad")],
+            [("g1", "b1"), ("g2", "b1")], ["Dal?"], id="two-good-one-bad-every-response-used",
+        ),
+        pytest.param(
+            [_r(1, "Dal?", "g1", "good"), _r(2, "Dal?", "b1", "bad"), _r(3, "Dal?", "b2", "bad"), _r(4, "Dal?", "b3", "bad")],
+            [("g1", "b1"), ("g1", "b2"), ("g1", "b3")], ["Dal?"], id="one-good-three-bad",
+        ),
+        pytest.param(
+            [_r(1, "Dal?", "g1", "good"), _r(2, "Curry?", "b1", "bad")],
+            [], ["Curry?"], id="different-prompts-no-pair",
+        ),
+        pytest.param(
+            [_r(1, "Dal?", "same", "good"), _r(2, "Dal?", "same", "bad"), _r(3, "Dal?", "other", "bad")],
+            [], ["Dal?"], id="contradictory-response-left-out",
+        ),
+        pytest.param(
+            [_r(1, "Dal?", "g1", "good"), _r(2, "Dal?", "g1", "good")],
+            [], [], id="only-good",
+        ),
+    ],
+)
+def test_build_signal(rows, pairs, prompts):
+    got_pairs, got_prompts, counts = build_signal(rows)
+    assert [(p["chosen"], p["rejected"]) for p in got_pairs] == pairs
+    assert [p["prompt"] for p in got_prompts] == prompts
+    assert all(p["source"] == "feedback" for p in got_pairs + got_prompts)
+    assert counts["pairs"] == len(pairs) and counts["feedback_rows"] == len(rows)
+
+
+def _insert(db, rows):
+    with db.cursor() as cur:
+        cur.executemany(
+            "INSERT INTO feedback (persona_id, prompt, response, rating, comment) VALUES (%s, %s, %s, %s, %s)", rows
+        )
+    db.commit()
+
+
+def test_export_writes_the_window_only(db, tmp_path):
+    _insert(db, [
+        (PERSONA, "old prompt", "old good", "good", None),                       # id 1, before the window
+        (PERSONA, "Paneer curry?", "Paneer butter masala ...", "good", None),    # 2
+        (PERSONA, "Paneer curry?", "Chicken curry ...", "bad", "has chicken"),   # 3
+        ("persona_c_italian_gf", "Paneer curry?", "x", "bad", None),             # 4, another persona
+        (PERSONA, "Lentil soup?", "Lentil soup with bacon", "bad", "'; DROP TABLE feedback; --"),  # 5
+        (PERSONA, "late", "after the window", "bad", None),                      # 6, after the window
+    ])
+    summary = export(db, PERSONA, str(tmp_path), from_id=1, to_id=5)
+    rd = RunDir(tmp_path)
+    pairs = read_jsonl(rd.feedback_pairs)
+    prompts = read_jsonl(rd.feedback_prompts)
+    assert pairs == [{
+        "id": "fb-2-3", "prompt": "Paneer curry?", "chosen": "Paneer butter masala ...", "rejected": "Chicken curry ...",
+        "source": "feedback", "feedback_ids": [2, 3], "model_versions": [None, None],
+    }]
+    assert prompts == [
+        {"id": "fb-3", "prompt": "Paneer curry?", "source": "feedback"},
+        {"id": "fb-5", "prompt": "Lentil soup?", "source": "feedback"},
+    ]
+    assert summary["feedback_rows"] == 3 and summary["pairs"] == 1 and summary["bad_prompts"] == 2
+    assert read_json(rd.stage_summary("feedback_export")) == summary
+
+
+def test_run_without_a_window_exports_nothing(tmp_path):
+    summary = run(load_persona(PERSONA), str(tmp_path), window=None)
+    assert "skipped" in summary
+    assert not RunDir(tmp_path).feedback_pairs.exists()
+
+
+def test_run_refuses_another_personas_window(tmp_path, feedback_db_url):
+    with pytest.raises(ValueError, match="persona_c_italian_gf"):
+        run(load_persona(PERSONA), str(tmp_path), window={"persona_id": "persona_c_italian_gf", "from_id": 0, "to_id": 3}, db_url=feedback_db_url)
+
+
+def test_cli_feedback_export(db, tmp_path, feedback_db_url):
+    _insert(db, [(PERSONA, "Dal?", "Tadka dal", "good", None), (PERSONA, "Dal?", "Dal with ham", "bad", None)])
+    env = {**os.environ, "FEEDBACK_DB_URL": feedback_db_url}
+    result = subprocess.run(
+        [sys.executable, "-m", "dpo_tasks", "feedback-export", "--persona", PERSONA, "--run-dir", str(tmp_path), "--from-id", "0", "--to-id", "2"],
+        capture_output=True, text=True, env=env, timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "1 feedback pairs, 1 feedback prompts" in result.stdout
+    assert read_jsonl(RunDir(tmp_path).feedback_pairs)[0]["rejected"] == "Dal with ham"

@@ -1,0 +1,162 @@
+from __future__ import annotations
+
+import datetime as dt
+import json
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from dpo_tasks.config import FeedbackConfig
+from dpo_tasks.feedback.rule import Window, claim_crossing, decide, poll_window
+
+NOW = dt.datetime(2026, 1, 10, 12, 0, tzinfo=dt.timezone.utc)
+RULE = FeedbackConfig(min_feedback=50, max_good_ratio=0.6, cooldown_hours=24)
+PERSONA = "persona_b_indian_veg"
+
+
+def _window(total: int, good: int, last_trigger_hours_ago: float | None = None) -> Window:
+    last = None if last_trigger_hours_ago is None else NOW - dt.timedelta(hours=last_trigger_hours_ago)
+    return Window(PERSONA, 0, total, total, good, last, NOW)
+
+
+@pytest.mark.parametrize(
+    "window, retrain, reason",
+    [
+        pytest.param(_window(50, 30), True, "30/50 good", id="exactly-min-feedback-and-exactly-the-ratio"),
+        pytest.param(_window(49, 10), False, "49 new feedback < min_feedback 50", id="one-below-min-feedback"),
+        pytest.param(_window(50, 31), False, "31/50 = 0.620 > max_good_ratio 0.6", id="one-good-too-many"),
+        pytest.param(_window(0, 0), False, "0 new feedback", id="no-feedback"),
+        pytest.param(_window(60, 0, last_trigger_hours_ago=23.9), False, "cooldown", id="inside-cooldown"),
+        pytest.param(_window(60, 0, last_trigger_hours_ago=24), True, "over 60 >= 50", id="cooldown-exactly-over"),
+        pytest.param(_window(60, 0, last_trigger_hours_ago=100), True, "0/60 good", id="long-after-cooldown"),
+    ],
+)
+def test_decide(window, retrain, reason):
+    decision = decide(window, RULE)
+    assert decision.retrain is retrain
+    assert reason in decision.reason
+
+
+@pytest.mark.parametrize(
+    "rule, total, good, retrain",
+    [
+        pytest.param(FeedbackConfig(min_feedback=10, max_good_ratio=0.3, cooldown_hours=0), 10, 3, True, id="ratio-0.3-at-edge"),
+        pytest.param(FeedbackConfig(min_feedback=10, max_good_ratio=0.7, cooldown_hours=0), 10, 7, True, id="ratio-0.7-at-edge"),
+        pytest.param(FeedbackConfig(min_feedback=3, max_good_ratio=1 / 3, cooldown_hours=0), 3, 1, True, id="ratio-one-third"),
+        pytest.param(FeedbackConfig(min_feedback=1, max_good_ratio=0.0, cooldown_hours=0), 5, 1, False, id="ratio-zero-one-good"),
+        pytest.param(FeedbackConfig(min_feedback=1, max_good_ratio=0.0, cooldown_hours=0), 5, 0, True, id="ratio-zero-all-bad"),
+    ],
+)
+def test_ratio_edges_are_inclusive_despite_float_rounding(rule, total, good, retrain):
+    assert decide(_window(total, good), rule).retrain is retrain
+
+
+def test_poll_reads_only_feedback_above_the_watermark(db, add_feedback):
+    add_feedback(PERSONA, good=5, bad=15)
+    add_feedback("persona_c_italian_gf", good=100, bad=0)
+    window = poll_window(db, PERSONA)
+    assert (window.from_id, window.total, window.good, window.last_trigger_at) == (0, 20, 5, None)
+    with db.cursor() as cur:
+        cur.execute("INSERT INTO feedback_watermarks (persona_id, last_feedback_id) VALUES (%s, 10)", (PERSONA,))
+    db.commit()
+    window = poll_window(db, PERSONA)
+    # ids 1-5 good, 6-20 bad: above id 10 only bad ones remain
+    assert (window.from_id, window.to_id, window.total, window.good) == (10, 20, 10, 0)
+
+
+def test_claim_moves_the_watermark_once_per_crossing(db, add_feedback):
+    add_feedback(PERSONA, good=30, bad=20)
+    claim, decision = claim_crossing(db, PERSONA, RULE, claim_key="monitor-run-1")
+    assert claim is not None, decision.reason
+    assert (claim.from_id, claim.to_id, claim.total, claim.good) == (0, 50, 50, 30)
+    assert claim.conf()["feedback"]["to_id"] == 50
+    assert claim.run_id == f"feedback__{PERSONA}__0-50"
+
+    again, decision = claim_crossing(db, PERSONA, RULE, claim_key="monitor-run-2")
+    assert again is None
+    assert "0 new feedback" in decision.reason
+
+    # A retried task with the same key gets its own claim back, nothing new.
+    retried, _ = claim_crossing(db, PERSONA, RULE, claim_key="monitor-run-1")
+    assert retried == claim
+    window = poll_window(db, PERSONA)
+    assert (window.from_id, window.total) == (50, 0)
+    assert window.last_trigger_at is not None
+
+
+def test_cooldown_holds_back_the_next_crossing(db, add_feedback):
+    add_feedback(PERSONA, good=0, bad=50)
+    assert claim_crossing(db, PERSONA, RULE, claim_key="a")[0] is not None
+    add_feedback(PERSONA, good=0, bad=50)
+    claim, decision = claim_crossing(db, PERSONA, RULE, claim_key="b")
+    assert claim is None and "cooldown" in decision.reason
+    with db.cursor() as cur:
+        cur.execute("UPDATE feedback_watermarks SET last_trigger_at = now() - interval '25 hours'")
+    db.commit()
+    claim, _ = claim_crossing(db, PERSONA, RULE, claim_key="b")
+    assert claim is not None and (claim.from_id, claim.to_id) == (50, 100)
+
+
+@pytest.mark.parametrize(
+    "persona_id",
+    [
+        pytest.param("x'; DROP TABLE feedback; --", id="quote-drop"),
+        pytest.param("persona_b_indian_veg' OR '1'='1", id="or-true"),
+        pytest.param("%(persona_id)s", id="param-placeholder"),
+    ],
+)
+def test_sql_injection_in_persona_id_matches_nothing_and_drops_nothing(db, add_feedback, persona_id):
+    add_feedback(PERSONA, good=0, bad=60)
+    window = poll_window(db, persona_id)
+    assert window.total == 0
+    rule = FeedbackConfig(min_feedback=1, max_good_ratio=1, cooldown_hours=0)
+    claim, _ = claim_crossing(db, persona_id, rule, claim_key=f"k-{persona_id}")
+    assert claim is None
+    assert poll_window(db, PERSONA).total == 60
+
+
+RACER = textwrap.dedent(
+    """
+    import json, sys, time
+    import psycopg2
+    from dpo_tasks.config import FeedbackConfig
+    from dpo_tasks.feedback.rule import claim_crossing
+
+    url, persona, key, start = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])
+    conn = psycopg2.connect(url)
+    rule = FeedbackConfig(min_feedback=10, max_good_ratio=0.5, cooldown_hours=0)
+    while time.time() < start:
+        time.sleep(0.001)
+    claim, decision = claim_crossing(conn, persona, rule, claim_key=key)
+    print(json.dumps(None if claim is None else claim.conf()))
+    """
+)
+
+
+def test_two_monitor_processes_racing_trigger_once(db, add_feedback, feedback_db_url):
+    claims = []
+    for round_ in range(3):
+        add_feedback(PERSONA, good=2, bad=10, prompt=f"round {round_}")
+        # Both processes are started and connected before the shared start time, then claim at once.
+        start = time.time() + 2.0
+        procs = [
+            subprocess.Popen(
+                [sys.executable, "-c", RACER, feedback_db_url, PERSONA, f"monitor-{m}-round-{round_}", str(start)],
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            )
+            for m in ("a", "b")
+        ]
+        outs = [p.communicate(timeout=60) for p in procs]
+        assert all(p.returncode == 0 for p in procs), [o[1] for o in outs]
+        results = [json.loads(o[0]) for o in outs]
+        won = [r for r in results if r is not None]
+        assert len(won) == 1, results
+        claims.append(won[0]["feedback"])
+    with db.cursor() as cur:
+        cur.execute("SELECT from_id, to_id FROM feedback_triggers ORDER BY id")
+        rows = cur.fetchall()
+    assert rows == [(0, 12), (12, 24), (24, 36)]
+    assert [(c["from_id"], c["to_id"]) for c in claims] == rows
