@@ -38,6 +38,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "rollback": ("dpo_tasks.publish", "point LATEST back to an earlier version"),
     "run": ("dpo_tasks.pipeline", "every stage in order for one persona"),
     "sync": ("dpo_tasks.store.sync", "copy run files between a run dir and a store URI (gs:// or a path)"),
+    "db-migrate": ("dpo_tasks.feedback.db", "apply the feedback database migrations (idempotent)"),
+    "ingest-feedback": ("dpo_tasks.feedback.ingest", "load feedback rows from JSONL/CSV into the feedback database"),
+    "feedback-status": ("dpo_tasks.feedback.rule", "each persona's new feedback and whether the retrain rule holds"),
+    "feedback-export": ("dpo_tasks.feedback.export", "feedback window -> feedback_pairs.jsonl + feedback_prompts.jsonl"),
 }
 
 
