@@ -1,0 +1,264 @@
+"""Stage `generate`: two responses per prompt from the SFT policy, the raw material of preference pairs.
+
+Prompts: the persona's feedback prompts (`feedback_prompts.jsonl`, if the run has
+one) first, then a seeded sample of the shipped pool, `generation.num_prompts`
+in all -> `prompts.jsonl` (kept on rerun, so a resumed run samples nothing new).
+
+Variants per prompt (`variants.jsonl`):
+    variant_a  system prompt with every persona constraint, at `strong_temperature` (0.7)
+    variant_b  a generic cooking-assistant system prompt,   at `weak_temperature`   (0.9)
+
+Generation is batched with left padding. Each batch of `generation.batch_size`
+prompts is seeded from (`generation.seed`, batch number, variant), and the
+batches are fixed by the order of `prompts.jsonl`, so a rerun after a kill skips
+the prompts already in `variants.jsonl` and regenerates the rest exactly as an
+uninterrupted run would have.
+
+Usage:
+    python -m dpo_tasks generate --persona persona_e_mexican_vegan --run-dir runs/demo
+    python -m dpo_tasks generate ... --set generation.num_prompts=8 --set generation.max_new_tokens=64
+    python -m dpo_tasks generate ... --pool my_prompts.jsonl        # {id, prompt} per line
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import logging
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+from dpo_tasks.config import ConfigError, Persona
+from dpo_tasks.prompts import SystemKind, load_prompt_pool, system_prompt
+from dpo_tasks.runs import JsonlAppender, Progress, RunDir, read_jsonl, write_json, write_jsonl
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class VariantSpec:
+    """One response per prompt: the output field, the system prompt it sees, its temperature."""
+
+    field: str
+    system: SystemKind
+    temperature: float
+
+
+def variant_specs(persona: Persona) -> list[VariantSpec]:
+    gen = persona.config.generation
+    return [
+        VariantSpec("variant_a", "strong", gen.strong_temperature),
+        VariantSpec("variant_b", "weak", gen.weak_temperature),
+    ]
+
+
+def derive_seed(*parts: object) -> int:
+    """A stable 31-bit seed from its parts (Python's hash() is salted per process)."""
+    digest = hashlib.sha256(":".join(map(str, parts)).encode()).digest()
+    return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
+
+
+def _new_token_counts(new_tokens: Any, stop_ids: set[int]) -> list[int]:
+    """Tokens each row generated, up to and including its first stop token (the rest is padding)."""
+    counts = []
+    for row in new_tokens.tolist():
+        n = len(row)
+        for i, tok in enumerate(row):
+            if tok in stop_ids:
+                n = i + 1
+                break
+        counts.append(n)
+    return counts
+
+
+def generate_texts(
+    model: Any,
+    tokenizer: Any,
+    conversations: Sequence[list[dict[str, str]]],
+    *,
+    temperature: float,
+    top_p: float,
+    max_new_tokens: int,
+    batch_size: int,
+    seed: int,
+    label: str = "generate",
+    stats: dict[str, float] | None = None,
+) -> list[str]:
+    """One completion per conversation (chat template + generation prompt), in input order.
+
+    Batched and left-padded; batch i is seeded with `seed + i`, so the same
+    inputs give the same outputs. temperature 0 is greedy. `stats`, if given,
+    receives `new_tokens` and `seconds` (added to what it holds).
+    """
+    import torch
+
+    if not conversations:
+        return []
+    texts = [tokenizer.apply_chat_template(list(c), tokenize=False, add_generation_prompt=True) for c in conversations]
+    # The template already carries the special tokens; a tokenizer that adds BOS would double it.
+    encoded = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+    # Similar lengths share a batch: less padding to compute. Stable, so still deterministic.
+    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
+    stop_ids = {tokenizer.eos_token_id, tokenizer.pad_token_id}
+    eos = model.generation_config.eos_token_id
+    stop_ids.update(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+    stop_ids.discard(None)
+
+    outputs: list[str] = [""] * len(texts)
+    device = next(model.parameters()).device
+    progress = Progress(label, len(texts), unit="responses")
+    saved_side = tokenizer.padding_side
+    tokenizer.padding_side = "left"
+    start = time.monotonic()
+    new_tokens_total = 0
+    try:
+        for b, lo in enumerate(range(0, len(order), batch_size)):
+            idx = order[lo : lo + batch_size]
+            batch = tokenizer.pad({"input_ids": [encoded[i] for i in idx]}, return_tensors="pt").to(device)
+            torch.manual_seed(seed + b)
+            sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p} if temperature > 0 else {"do_sample": False}
+            with torch.inference_mode():
+                out = model.generate(
+                    **batch, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id, **sampling
+                )
+            new = out[:, batch["input_ids"].shape[1] :]
+            new_tokens_total += sum(_new_token_counts(new, stop_ids))
+            for i, text in zip(idx, tokenizer.batch_decode(new, skip_special_tokens=True)):
+                outputs[i] = text.strip()
+            progress.advance(len(idx))
+    finally:
+        tokenizer.padding_side = saved_side
+    if stats is not None:
+        stats["new_tokens"] = stats.get("new_tokens", 0) + new_tokens_total
+        stats["seconds"] = stats.get("seconds", 0.0) + time.monotonic() - start
+    return outputs
+
+
+def _valid_prompts(rows: list[dict[str, Any]], where: str) -> list[dict[str, Any]]:
+    """Rows with an id and a non-empty prompt; the others are reported and skipped."""
+    good = []
+    for n, row in enumerate(rows, start=1):
+        prompt, pid = row.get("prompt"), row.get("id")
+        if not isinstance(prompt, str) or not prompt.strip() or pid in (None, ""):
+            log.warning("%s row %d: skipped, needs a non-empty 'prompt' and an 'id' (got id=%r, prompt=%r)", where, n, pid, prompt)
+            continue
+        good.append({"id": str(pid), "prompt": prompt.strip(), "source": row.get("source") or "pool"})
+    return good
+
+
+def select_prompts(persona: Persona, rd: RunDir, pool_path: str | Path | None = None) -> list[dict[str, Any]]:
+    """Feedback prompts first, then a seeded sample of the pool; `num_prompts` in all."""
+    gen = persona.config.generation
+    if pool_path is not None:
+        pool = _valid_prompts(read_jsonl(pool_path), str(pool_path))
+    else:
+        pool = _valid_prompts(load_prompt_pool(persona.id), f"prompt pool of {persona.id!r}")
+    feedback = [{**r, "source": "feedback"} for r in _valid_prompts(read_jsonl(rd.feedback_prompts), str(rd.feedback_prompts))]
+    chosen: list[dict[str, Any]] = []
+    seen_ids: set[str] = set()
+    seen_text: set[str] = set()
+    for row in feedback:
+        if row["prompt"] not in seen_text and row["id"] not in seen_ids and len(chosen) < gen.num_prompts:
+            chosen.append(row)
+            seen_ids.add(row["id"])
+            seen_text.add(row["prompt"])
+    rest = [r for r in pool if r["prompt"] not in seen_text and r["id"] not in seen_ids]
+    k = min(gen.num_prompts - len(chosen), len(rest))
+    chosen += random.Random(gen.seed).sample(rest, k)
+    if not chosen:
+        raise ConfigError(f"no usable prompt for persona {persona.id!r}: the pool and the feedback prompts are empty")
+    if len(chosen) < gen.num_prompts:
+        log.warning("only %d prompts available for %r (generation.num_prompts=%d)", len(chosen), persona.id, gen.num_prompts)
+    return chosen
+
+
+def run(persona: Persona, run_dir: str | Path | RunDir, *, pool_path: str | Path | None = None) -> dict[str, Any]:
+    from dpo_tasks.models import load_policy
+
+    rd = (run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)).ensure()
+    gen = persona.config.generation
+    if rd.prompts.exists():
+        prompts = read_jsonl(rd.prompts)
+        log.info("reusing %d prompts from %s", len(prompts), rd.prompts)
+    else:
+        prompts = select_prompts(persona, rd, pool_path)
+        write_jsonl(rd.prompts, prompts)
+
+    done = {r["id"] for r in read_jsonl(rd.variants, tolerate_torn_tail=True)}
+    todo_batches = [
+        (b, prompts[lo : lo + gen.batch_size])
+        for b, lo in enumerate(range(0, len(prompts), gen.batch_size))
+        if any(p["id"] not in done for p in prompts[lo : lo + gen.batch_size])
+    ]
+    resumed = sum(p["id"] in done for p in prompts)
+    if resumed:
+        log.info("resuming: %d of %d prompts already have variants", resumed, len(prompts))
+
+    specs = variant_specs(persona)
+    systems = {s.system: system_prompt(persona, s.system) for s in specs}
+    stats: dict[str, float] = {}
+    written = 0
+    if todo_batches:
+        model, tokenizer = load_policy(persona.config.model.base, persona.config.model.sft_adapter)
+        progress = Progress(f"generate {persona.id}", len(prompts) - resumed, unit="prompts")
+        with JsonlAppender(rd.variants) as out:
+            for b, batch in todo_batches:
+                responses = {}
+                for v, spec in enumerate(specs):
+                    conversations = [[{"role": "system", "content": systems[spec.system]}, {"role": "user", "content": p["prompt"]}] for p in batch]
+                    responses[spec.field] = generate_texts(
+                        model, tokenizer, conversations,
+                        temperature=spec.temperature, top_p=gen.top_p, max_new_tokens=gen.max_new_tokens,
+                        batch_size=len(batch), seed=derive_seed(gen.seed, b, v), label=f"batch {b} {spec.field}", stats=stats,
+                    )
+                for i, p in enumerate(batch):
+                    if p["id"] in done:
+                        continue
+                    record = {"id": p["id"], "prompt": p["prompt"], "source": p.get("source", "pool")}
+                    record.update({f"system_{kind}": text for kind, text in systems.items()})
+                    record.update({field: texts[i] for field, texts in responses.items()})
+                    out.write(record)
+                    written += 1
+                    progress.advance()
+
+    seconds = stats.get("seconds", 0.0)
+    summary = {
+        "stage": "generate",
+        "persona": persona.id,
+        "model": persona.config.model.base,
+        "sft_adapter": persona.config.model.sft_adapter,
+        "prompts": len(prompts),
+        "feedback_prompts": sum(p.get("source") == "feedback" for p in prompts),
+        "variants_written": written,
+        "resumed": resumed,
+        "new_tokens": int(stats.get("new_tokens", 0)),
+        "generation_seconds": round(seconds, 2),
+        "tokens_per_s": round(stats.get("new_tokens", 0) / seconds, 2) if seconds else None,
+        "variants": str(rd.variants),
+    }
+    write_json(rd.stage_summary("generate"), summary)
+    log.info("generate %s: %d prompts, %d variant records written, %d resumed", persona.id, len(prompts), written, resumed)
+    return summary
+
+
+def make_parser(command: str = "generate") -> argparse.ArgumentParser:
+    from dpo_tasks.cli import add_persona_args
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_persona_args(parser)
+    parser.add_argument("--pool", default=None, help="prompt pool JSONL ({id, prompt} per line) instead of the shipped one")
+    return parser
+
+
+def main(args: argparse.Namespace) -> int:
+    from dpo_tasks.cli import persona_from_args
+
+    summary = run(persona_from_args(args), args.run_dir, pool_path=args.pool)
+    print(
+        f"generate: {summary['prompts']} prompts ({summary['feedback_prompts']} from feedback), "
+        f"{summary['variants_written']} written, {summary['resumed']} resumed -> {summary['variants']}"
+    )
+    return 0
