@@ -1,0 +1,166 @@
+import json
+from pathlib import Path
+
+import pytest
+
+from dpo_tasks import cli, evaluate, publish
+from dpo_tasks.config import ConfigError, load_persona, with_overrides
+from dpo_tasks.judges.base import Judge, OrderedVerdict, Scores
+from dpo_tasks.runs import RunDir, read_jsonl, write_json
+
+PERSONA = "persona_e_mexican_vegan"
+STABLE_KEYS = {
+    "judge", "n", "wins", "losses", "ties", "failed", "win_rate", "ci_low", "ci_high", "per_category",
+    "criteria_means", "confidence", "baseline", "candidate", "disagreements", "sampling", "created", "report",
+}
+CATEGORY_SIZES = {"basic_alignment": 8, "constraint_stress": 6, "edge_case": 4, "cross_persona": 2}
+
+
+def make_adapter(base: Path, out: Path, seed: int = 1) -> Path:
+    """A LoRA adapter with non-zero weights, so the candidate really differs from the base."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_pretrained(base)
+    peft = get_peft_model(model, LoraConfig(r=4, lora_alpha=64, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    peft.save_pretrained(out)
+    return out
+
+
+@pytest.fixture
+def persona(tiny_model_dir):
+    return with_overrides(load_persona(PERSONA), {
+        "model": {"base": str(tiny_model_dir)},
+        "evaluation": {"max_new_tokens": 8},
+        "generation": {"batch_size": 10},
+    })
+
+
+@pytest.fixture
+def run_dir(tmp_path, tiny_model_dir):
+    rd = RunDir(tmp_path / "run").ensure()
+    make_adapter(tiny_model_dir, rd.adapter)
+    return rd
+
+
+def test_evaluate_writes_every_output_with_stable_keys(persona, run_dir):
+    summary = evaluate.run(persona, run_dir)
+    on_disk = json.loads((run_dir.eval / "summary_stats.json").read_text())
+    assert STABLE_KEYS <= set(on_disk)
+    assert on_disk["judge"] == "rules" and on_disk["n"] == 20 and on_disk["failed"] == 0
+    assert on_disk["wins"] + on_disk["losses"] + on_disk["ties"] == 20
+    assert on_disk["win_rate"] == pytest.approx((on_disk["wins"] + 0.5 * on_disk["ties"]) / 20)
+    assert on_disk["ci_low"] <= on_disk["win_rate"] <= on_disk["ci_high"]
+    assert {k: v["n"] for k, v in on_disk["per_category"].items()} == CATEGORY_SIZES
+    assert set(on_disk["criteria_means"]["candidate"]) == {"persona_alignment", "constraint_compliance", "preferred_ingredients", "structure", "overall"}
+    assert on_disk["baseline"]["kind"] == "base" and on_disk["candidate"]["adapter"] == str(run_dir.adapter)
+    assert summary["win_rate"] == on_disk["win_rate"]
+    details = json.loads((run_dir.eval / "detailed_results.json").read_text())
+    assert len(details) == 20
+    assert all(d["candidate_response"] is not None and d["scores_candidate"] and d["scores_baseline"] for d in details)
+    assert {d["outcome"] for d in details} <= {"win", "loss", "tie"}
+    html = (run_dir.eval / "evaluation_report.html").read_text()
+    assert "<svg" in html and details[0]["id"] in html
+    assert len(read_jsonl(run_dir.eval / "responses.jsonl")) == 40
+
+
+class AlwaysFirst(Judge):
+    """Position bias in its purest form: whichever answer is shown first wins."""
+
+    name = "always-first"
+
+    def compare_once(self, persona, prompt, first, second):
+        return OrderedVerdict("first", Scores(7, 7, 7, 7, 7), Scores(3, 3, 3, 3, 3))
+
+
+class PrefersTexts(Judge):
+    """Prefers answers from a fixed set, whatever the order: a consistent judge."""
+
+    name = "prefers"
+
+    def __init__(self, liked):
+        self.liked = set(liked)
+
+    def compare_once(self, persona, prompt, first, second):
+        a, b = first in self.liked, second in self.liked
+        if a == b:
+            return OrderedVerdict("tie", Scores(5, 5, 5, 5, 5), Scores(5, 5, 5, 5, 5))
+        hi, lo = Scores(9, 9, 9, 9, 9), Scores(2, 2, 2, 2, 2)
+        return OrderedVerdict("first", hi, lo) if a else OrderedVerdict("second", lo, hi)
+
+
+def test_a_judge_that_flips_with_order_gives_only_ties(persona, run_dir):
+    summary = evaluate.run(persona, run_dir, judge=AlwaysFirst())
+    assert (summary["wins"], summary["losses"], summary["ties"]) == (0, 0, 20)
+    assert summary["disagreements"] == 20 and summary["win_rate"] == 0.5
+    assert summary["judge"] == "always-first"
+
+
+def test_wins_count_only_when_both_orders_agree(persona, run_dir):
+    evaluate.run(persona, run_dir)
+    details = json.loads((run_dir.eval / "detailed_results.json").read_text())
+    differ = sum(d["candidate_response"] != d["baseline_response"] for d in details)
+    assert differ > 0, "the random adapter should change some answers"
+    summary = evaluate.run(persona, run_dir, judge=PrefersTexts(d["candidate_response"] for d in details))
+    assert summary["wins"] == differ and summary["losses"] == 0 and summary["ties"] == 20 - differ
+    assert summary["criteria_means"]["candidate"]["overall"] > summary["criteria_means"]["baseline"]["overall"]
+
+
+def test_rerun_reuses_answers_until_the_adapter_changes(persona, run_dir, tiny_model_dir, monkeypatch):
+    first = evaluate.run(persona, run_dir)
+    answers = read_jsonl(run_dir.eval / "responses.jsonl")
+
+    def no_model(*a, **k):
+        raise AssertionError("a rerun must not load a model for answers it already has")
+
+    with monkeypatch.context() as m:
+        m.setattr("dpo_tasks.models.load_policy", no_model)
+        again = evaluate.run(persona, run_dir)
+    assert again["win_rate"] == first["win_rate"] and read_jsonl(run_dir.eval / "responses.jsonl") == answers
+    # Retrained weights: the candidate's answers are stale, the baseline's are not.
+    import shutil
+
+    shutil.rmtree(run_dir.adapter)
+    make_adapter(tiny_model_dir, run_dir.adapter, seed=2)
+    evaluate.run(persona, run_dir)
+    roles = [r["role"] for r in read_jsonl(run_dir.eval / "responses.jsonl")]
+    assert roles.count("candidate") == 40 and roles.count("baseline") == 20
+
+
+def test_baseline_latest_falls_back_to_base_when_nothing_is_published(persona, run_dir, tmp_path):
+    summary = evaluate.run(persona, run_dir, baseline="latest", store_uri=str(tmp_path / "store"))
+    assert summary["baseline"]["kind"] == "base" and summary["baseline"]["requested"] == "latest"
+    assert "no version" in summary["baseline"]["note"]
+
+
+def test_baseline_latest_uses_the_published_version(persona, run_dir, tmp_path, tiny_model_dir, monkeypatch):
+    monkeypatch.setenv("PERSONA_DPO_CACHE", str(tmp_path / "cache"))
+    champion = RunDir(tmp_path / "champion").ensure()
+    make_adapter(tiny_model_dir, champion.adapter, seed=3)
+    write_json(champion.gate, {"decision": "promote", "reason": "test"})
+    version = publish.run(persona, champion, store_uri=str(tmp_path / "store"))["version"]
+    summary = evaluate.run(persona, run_dir, baseline="latest", store_uri=str(tmp_path / "store"))
+    assert summary["baseline"]["kind"] == "latest" and summary["baseline"]["version"] == version
+    cached = tmp_path / "cache" / "store" / PERSONA / version / "adapter"
+    assert summary["baseline"]["adapter"] == str(cached) and (cached / "adapter_config.json").is_file()
+
+
+@pytest.mark.parametrize("bad", ["lastest", "/nonexistent/adapter"])
+def test_bad_baseline_names_the_value(persona, run_dir, bad):
+    with pytest.raises(ConfigError, match=repr(bad).replace("/", ".")):
+        evaluate.run(persona, run_dir, baseline=bad)
+
+
+def test_missing_candidate_says_to_train(persona, tmp_path):
+    with pytest.raises(ConfigError, match="train"):
+        evaluate.run(persona, tmp_path / "empty")
+
+
+def test_cli_prints_the_win_rate(run_dir, tiny_model_dir, capsys):
+    rc = cli.main(["evaluate", "--persona", PERSONA, "--run-dir", str(run_dir.root), "--set", f"model.base={tiny_model_dir}",
+                   "--set", "evaluation.max_new_tokens=8"])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "win rate" in out and "evaluation_report.html" in out
