@@ -362,6 +362,7 @@ class ApiJudge(Judge):
             answer = self.call(prompt)
         except CallFailed as exc:
             # Not cached: a rerun tries again.
+            log.warning("%s: item %s (order %s) failed: %s", self.name, item.id, order, exc)
             return order, {"status": "failed", "error": str(exc)}
         record: dict[str, Any] = {"key": key, "item_id": item.id, "order": order, "model": self.model, "template": prompt.version,
                                   "tokens_in": answer.tokens_in, "tokens_out": answer.tokens_out}

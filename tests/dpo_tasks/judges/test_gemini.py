@@ -1,0 +1,111 @@
+"""The Gemini judge: the real `google-genai` client (Vertex AI mode) against a local generateContent server."""
+
+from __future__ import annotations
+
+import json
+
+import google.oauth2.credentials
+import pytest
+
+from dpo_tasks.config import ConfigError, GeminiConfig, load_persona, with_overrides
+from dpo_tasks.judges import make_judge
+from dpo_tasks.judges.base import CRITERIA, PairItem
+from dpo_tasks.judges.gemini import GeminiJudge
+from fake_servers import FakeLLMServer, Reply, default_judge, verdict_json
+
+PERSONA = load_persona("persona_b_indian_veg")
+TOKEN = "ya29.test-access-token"
+LONG = "Chana masala\nIngredients:\n- chickpeas\n- tomato\n- garam masala\nSteps:\n1. Fry the onions.\n2. Simmer the chickpeas."
+SHORT = "Chickpea curry. Cook chickpeas with spices."
+ITEM = PairItem(id="e1", prompt="A weeknight curry with chickpeas?", response_a=LONG, response_b=SHORT)
+
+
+def fast_config(**kw) -> GeminiConfig:
+    base = dict(project="test-project", location="us-central1", max_retries=2, backoff_base_s=0.05, backoff_max_s=0.2,
+                timeout_s=0.5, requests_per_minute=60_000)
+    return GeminiConfig(**{**base, **kw})
+
+
+def creds():
+    # A plain OAuth access token: the credential type the client sends as a Bearer header.
+    return google.oauth2.credentials.Credentials(token=TOKEN)
+
+
+@pytest.fixture
+def gemini_server(monkeypatch):
+    servers = []
+
+    def start(script=None) -> FakeLLMServer:
+        srv = FakeLLMServer("gemini", script).__enter__()
+        servers.append(srv)
+        monkeypatch.setenv("GOOGLE_VERTEX_BASE_URL", srv.url)
+        return srv
+
+    yield start
+    for srv in servers:
+        srv.__exit__(None, None, None)
+
+
+def first_attempt(reply):
+    return lambda req, attempt: reply if attempt == 0 else None
+
+
+def always(fn):
+    return lambda req, attempt: fn(req)
+
+
+SCENARIOS = [
+    pytest.param(None, [1, 1], "ok", "a", id="clean-json"),
+    pytest.param(first_attempt(Reply(status=429, headers={"retry-after": "1"})), [2, 2], "ok", "a", id="429-retry-after"),
+    pytest.param(first_attempt(Reply(status=429)), [2, 2], "ok", "a", id="429-without-header-backs-off"),
+    pytest.param(first_attempt(Reply(status=500)), [2, 2], "ok", "a", id="500-once"),
+    pytest.param(always(lambda r: Reply(status=503)), [3, 3], "failed", None, id="503-always"),
+    pytest.param(first_attempt(Reply(delay_s=1.5, text=verdict_json("1"))), [2, 2], "ok", "a", id="slow-past-timeout"),
+    pytest.param(always(lambda r: Reply(status=400, error_message="bad model")), [1, 1], "failed", None, id="400-not-retried"),
+    pytest.param(always(lambda r: Reply(text='{"preferred": "2", "scores": {"1": {"persona_al', finish_reason="MAX_TOKENS")), [1, 1], "invalid", None, id="truncated-json"),
+    pytest.param(always(lambda r: Reply(text="Here is my assessment.\n" + default_judge(r).text + "\nThanks.")), [1, 1], "ok", "a", id="prose-wrapped-json"),
+    pytest.param(always(lambda r: Reply(text="```json\n" + default_judge(r).text + "\n```")), [1, 1], "ok", "a", id="json-in-code-fence"),
+    pytest.param(always(lambda r: Reply(text=None, finish_reason="SAFETY")), [1, 1], "invalid", None, id="safety-refusal"),
+    pytest.param(always(lambda r: Reply(text="I cannot compare recipes.")), [1, 1], "invalid", None, id="prose-refusal"),
+    pytest.param(always(lambda r: Reply(text=json.dumps({"preferred": "C"}))), [1, 1], "invalid", None, id="verdict-for-nonexistent-response"),
+]
+
+
+@pytest.mark.parametrize("script, attempts, status, winner", SCENARIOS)
+def test_server_behaviour_gives_expected_retries_and_no_guess(gemini_server, tmp_path, script, attempts, status, winner):
+    srv = gemini_server(script)
+    judge = GeminiJudge(fast_config(), cache_dir=tmp_path, credentials=creds())
+    [j] = judge.judge_pairs(PERSONA, [ITEM])
+    assert srv.attempts_by_prompt() == attempts
+    assert (j.status, j.winner) == (status, winner)
+    assert judge.accounting()["calls_made"] == sum(attempts)
+
+
+def test_request_is_vertex_generate_content_with_the_token(gemini_server, tmp_path):
+    srv = gemini_server()
+    judge = make_judge("gemini", with_overrides(PERSONA, {"evaluation": {"gemini": fast_config(model="gemini-2.0-flash").model_dump()}}),
+                       cache_dir=tmp_path, credentials=creds())
+    [j] = judge.judge_pairs(PERSONA, [ITEM])
+    req = srv.requests[0]
+    assert req.path == "/v1beta1/projects/test-project/locations/us-central1/publishers/google/models/gemini-2.0-flash:generateContent"
+    assert req.headers["authorization"] == f"Bearer {TOKEN}"
+    assert req.body["generationConfig"]["responseMimeType"] == "application/json"
+    assert "impartial judge" in req.body["systemInstruction"]["parts"][0]["text"]
+    # five criteria for both responses, averaged over the two orders, plus a confidence
+    assert set(j.scores_a.as_dict()) == set(CRITERIA) and j.scores_a.overall > j.scores_b.overall
+    assert j.confidence == "high" and (tmp_path / "gemini.jsonl").exists()
+
+
+def test_rerun_is_served_from_the_cache(gemini_server, tmp_path):
+    srv = gemini_server()
+    first = GeminiJudge(fast_config(), cache_dir=tmp_path, credentials=creds()).judge_pairs(PERSONA, [ITEM])
+    again = GeminiJudge(fast_config(), cache_dir=tmp_path, credentials=creds()).judge_pairs(PERSONA, [ITEM])
+    assert len(srv.requests) == 2
+    assert [j.as_dict() for j in again] == [j.as_dict() for j in first]
+
+
+def test_missing_project_is_a_clear_config_error(monkeypatch):
+    monkeypatch.delenv("GOOGLE_CLOUD_PROJECT", raising=False)
+    monkeypatch.delenv("AIRFLOW_CTX_DAG_ID", raising=False)
+    with pytest.raises(ConfigError, match="evaluation.gemini.project"):
+        GeminiJudge(fast_config(project=None), credentials=creds())
