@@ -38,6 +38,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "rollback": ("dpo_tasks.publish", "point LATEST back to an earlier version"),
     "run": ("dpo_tasks.pipeline", "every stage in order for one persona"),
     "sync": ("dpo_tasks.store.sync", "copy run files between a run dir and a store URI (gs:// or a path)"),
+    "dvc-params": ("dpo_tasks.lineage", "write params.yaml (the DVC pipeline's parameters) from personas.yaml"),
+    "version-data": ("dpo_tasks.lineage", "version a run's datasets with DVC and push them to the DVC remote"),
     "db-migrate": ("dpo_tasks.feedback.db", "apply the feedback database migrations (idempotent)"),
     "ingest-feedback": ("dpo_tasks.feedback.ingest", "load feedback rows from JSONL/CSV into the feedback database"),
     "feedback-status": ("dpo_tasks.feedback.rule", "each persona's new feedback and whether the retrain rule holds"),
