@@ -5,11 +5,11 @@ from collections import Counter
 import pytest
 
 from dpo_tasks.config import load_personas
-from dpo_tasks.prompts import DATA_DIR, load_eval_cases, load_prompt_pool
+from dpo_tasks.prompts import DATA_DIR, EVAL_CATEGORIES, load_eval_cases, load_prompt_pool
 
 PERSONAS = load_personas().personas
 PERSONA_IDS = sorted(PERSONAS)
-EVAL_MIX = {"basic_alignment": 8, "constraint_stress": 6, "edge_case": 4, "cross_persona": 2}
+EVAL_MIX = dict(zip(EVAL_CATEGORIES, (8, 6, 4, 2)))
 
 
 def norm(text: str) -> str:
