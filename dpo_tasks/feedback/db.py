@@ -51,9 +51,13 @@ def redact(url: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
-def connect(url: str | None = None, *, conn_id: str = DEFAULT_CONN_ID) -> Any:
-    """A DB-API connection: `url`, else `$FEEDBACK_DB_URL`, else the Airflow connection `conn_id`."""
-    url = url or os.environ.get(URL_ENV)
+def connect(url: str | None = None, *, conn_id: str | None = None) -> Any:
+    """A DB-API connection to the feedback database.
+
+    `url` (psycopg2), else the Airflow connection `conn_id` when one is named
+    (PostgresHook), else `$FEEDBACK_DB_URL`, else the Airflow connection `feedback_db`.
+    """
+    url = url or (None if conn_id else os.environ.get(URL_ENV))
     if url:
         import psycopg2
 
@@ -67,7 +71,7 @@ def connect(url: str | None = None, *, conn_id: str = DEFAULT_CONN_ID) -> Any:
         raise FeedbackDBError(
             f"no feedback database configured: set {URL_ENV} (a postgresql:// URL) or pass --db-url"
         ) from None
-    return PostgresHook(postgres_conn_id=conn_id).get_conn()
+    return PostgresHook(postgres_conn_id=conn_id or DEFAULT_CONN_ID).get_conn()
 
 
 def connect_for_cli(url: str | None) -> Any:
