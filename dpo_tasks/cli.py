@@ -40,6 +40,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "sync": ("dpo_tasks.store.sync", "copy run files between a run dir and a store URI (gs:// or a path)"),
     "dvc-params": ("dpo_tasks.lineage", "write params.yaml (the DVC pipeline's parameters) from personas.yaml"),
     "version-data": ("dpo_tasks.lineage", "version a run's datasets with DVC and push them to the DVC remote"),
+    "remote": ("dpo_tasks.orchestration.remote", "run a stage where the run dir is not shared (the training pod): pull inputs, run, push outputs"),
     "db-migrate": ("dpo_tasks.feedback.db", "apply the feedback database migrations (idempotent)"),
     "ingest-feedback": ("dpo_tasks.feedback.ingest", "load feedback rows from JSONL/CSV into the feedback database"),
     "feedback-status": ("dpo_tasks.feedback.rule", "each persona's new feedback and whether the retrain rule holds"),

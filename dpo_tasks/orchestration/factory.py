@@ -1,0 +1,199 @@
+"""Builds the DAGs: one `dpo_<persona_id>` per persona in personas.yaml, and `dpo_custom`.
+
+    prepare ─► feedback_export ─► generate ─► label ─► format ─► choose_runner ─┬─► train_local ───────────────────────┬─► evaluate ─► gate ─► publish
+                                                              └─► train_kubernetes.{stage_inputs ─► pod ─► fetch_outputs} ┘
+
+`dpo_custom` replaces generate/label/format with the community's own dataset (validated in
+`prepare`). The DAG files in `dags/` only call `build_persona_dags()` / `build_custom_dag()`.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from airflow.sdk import DAG, Param, TaskGroup, TriggerRule, chain, get_parsing_context, task
+
+from dpo_tasks.config import DEFAULT_PERSONA, PersonasFile, PipelineConfig, Persona, load_personas_lenient
+from dpo_tasks.orchestration import tasks
+from dpo_tasks.orchestration.common import DAGRUN_TIMEOUT, POOL_A100, POOL_GROQ, default_args, on_failure_callback
+from dpo_tasks.orchestration.params import persona_params
+from dpo_tasks.orchestration.pod import TrainPodOperator
+
+log = logging.getLogger(__name__)
+
+START_DATE = datetime(2025, 1, 1, tzinfo=timezone.utc)
+CUSTOM_DAG_ID = "dpo_custom"
+PERSONA_TAGS = ["persona-dpo", "dpo", "persona"]
+CUSTOM_TAGS = ["persona-dpo", "dpo", "community"]
+STAGE_TIMEOUT = timedelta(hours=3)
+TRAIN_TIMEOUT = timedelta(hours=8)
+
+
+def _training_and_after(run: Any, *, after: Any) -> None:
+    """choose_runner ─► (local | kubernetes) ─► evaluate ─► gate ─► publish, appended after `after`."""
+    branch = task.branch(tasks.choose_runner, task_id="choose_runner")(run)
+    train_local = task(tasks.run_stage, task_id="train_local", execution_timeout=TRAIN_TIMEOUT)("train", run)
+    with TaskGroup("train_kubernetes", tooltip="train in a pod on an A100 node, through the artifact store") as k8s:
+        staging = task(tasks.stage_train_inputs, task_id="stage_inputs")(run)
+        pod = TrainPodOperator(task_id="pod", run=run, staging=staging, pool=POOL_A100, execution_timeout=TRAIN_TIMEOUT)
+        fetched = task(tasks.fetch_train_outputs, task_id="fetch_outputs")(run, staging)
+        staging >> pod >> fetched
+    evaluate = task(
+        tasks.run_stage, task_id="evaluate", execution_timeout=STAGE_TIMEOUT,
+        trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS,
+    )("evaluate", run)
+    gate = task(tasks.run_stage, task_id="gate")("gate", run)
+    publish = task(tasks.publish_if_promoted, task_id="publish")(run)
+    chain(after, branch, [train_local, k8s], evaluate, gate, publish)
+
+
+def _persona_doc(persona: Persona, personas_path: str) -> str:
+    cfg = persona.config
+    forbidden = ", ".join(f"{k} ({len(v)} words)" for k, v in persona.forbidden.items()) or "none"
+    return f"""\
+# DPO alignment for {persona.name} (`{persona.id}`)
+
+{persona.description or ''}
+
+Keeps this persona's LoRA adapter aligned with Direct Preference Optimization: it samples
+{cfg.generation.num_prompts} recipe requests from the persona's prompt pool, generates a strongly and a
+weakly persona-conditioned answer to each, lets the **{cfg.labeling.judge}** judge pick chosen/rejected,
+trains with TRL DPO + LoRA (runner **{cfg.training.runner}**), evaluates the candidate against the current
+model with the **{cfg.evaluation.judge}** judge and publishes it only when the lower bound of its win
+rate's 95% interval reaches **{cfg.gate.min_win_rate_lower_bound}**.
+
+| | |
+| --- | --- |
+| cuisines | {", ".join(persona.cuisines)} |
+| dietary restrictions | {", ".join(persona.dietary_restrictions) or "none"} |
+| forbidden | {forbidden} |
+| preferred | {", ".join(persona.preferred_ingredients)} |
+| schedule | `{cfg.schedule}` (also started by the `feedback_monitor` DAG when feedback drifts) |
+| config | `{personas_path}` (`defaults` + this persona's `overrides`) |
+
+Trigger with config to change prompts, judges, runner, gate threshold or epochs for one run;
+**dry run** stops after the gate. When the gate refuses, `publish` is skipped and its log and the
+`gate` task's XCom say why. Stage outputs: the run directory named in `prepare`'s XCom.
+"""
+
+
+def build_persona_dag(persona: Persona, personas_path: str | None = None) -> DAG:
+    path = str(personas_path) if personas_path else None
+    with DAG(
+        dag_id=persona.dag_id,
+        description=f"DPO alignment of the {persona.name} persona's adapter",
+        doc_md=_persona_doc(persona, path or "personas.yaml"),
+        schedule=persona.config.schedule,
+        start_date=START_DATE,
+        catchup=False,
+        max_active_runs=1,
+        dagrun_timeout=DAGRUN_TIMEOUT,
+        default_args=default_args(),
+        on_failure_callback=on_failure_callback,
+        params=persona_params(persona.config),
+        tags=PERSONA_TAGS,
+    ) as dag:
+        run = task(tasks.prepare_persona_run, task_id="prepare")(persona.id, path)
+        feedback = task(tasks.export_feedback, task_id="feedback_export")(run)
+        generate = task(tasks.run_stage, task_id="generate", execution_timeout=STAGE_TIMEOUT)("generate", run)
+        label = task(tasks.run_stage, task_id="label", execution_timeout=STAGE_TIMEOUT, pool=POOL_GROQ)("label", run)
+        fmt = task(tasks.run_stage, task_id="format")("format", run)
+        chain(feedback, generate, label, fmt)
+        _training_and_after(run, after=fmt)
+    return dag
+
+
+CUSTOM_DOC = """\
+# DPO on a community's own preference data (`dpo_custom`)
+
+Replaces the reference microservice's webhook: trigger it through the REST API v2 with a run conf
+
+```json
+{"communityId": "vegan-bakers", "dataset": [{"prompt": "...", "chosen": "...", "rejected": "..."}]}
+```
+
+or `"dataset_uri": "gs://bucket/path/data.jsonl"` (JSONL or a JSON list) instead of `dataset`.
+`prepare` validates every row (bad rows are listed in its log; the run fails when none is usable),
+then the adapter is trained (local or A100 pod), evaluated with the base persona's test cases
+(`persona`, default the package's default persona), gated, and published under
+`policies/<communityId>/` in the artifact store.
+"""
+
+
+def _custom_params(cfg: PipelineConfig, persona_ids: list[str]) -> dict[str, Param]:
+    form = persona_params(cfg)
+    return {
+        "communityId": Param(
+            type="string", pattern=tasks.COMMUNITY_ID_RE.pattern, title="Community id",
+            description="Published under policies/<communityId>/ in the artifact store.",
+        ),
+        "dataset": Param(
+            None, type=["null", "array"], title="Dataset (inline)",
+            description="A list of {prompt, chosen, rejected}; give this or dataset_uri.",
+        ),
+        "dataset_uri": Param(
+            None, type=["null", "string"], title="Dataset URI",
+            description="A JSONL file or JSON list at a path, file:// or gs:// URI; give this or dataset.",
+        ),
+        "persona": Param(
+            DEFAULT_PERSONA if DEFAULT_PERSONA in persona_ids else (persona_ids or [DEFAULT_PERSONA])[0],
+            type="string", enum=persona_ids or [DEFAULT_PERSONA], title="Base persona",
+            description="Whose training settings and evaluation cases the community adapter uses.",
+        ),
+        **{k: form[k] for k in ("training_runner", "eval_judge", "epochs", "min_win_rate_lower_bound", "dry_run", "overrides")},
+    }
+
+
+def build_custom_dag(personas: PersonasFile) -> DAG:
+    base = personas.personas.get(DEFAULT_PERSONA)
+    cfg = base.config if base else PipelineConfig()
+    with DAG(
+        dag_id=CUSTOM_DAG_ID,
+        description="DPO on a community's own preference dataset, triggered through the REST API",
+        doc_md=CUSTOM_DOC,
+        schedule=None,
+        start_date=START_DATE,
+        catchup=False,
+        max_active_runs=1,
+        dagrun_timeout=DAGRUN_TIMEOUT,
+        default_args=default_args(),
+        on_failure_callback=on_failure_callback,
+        params=_custom_params(cfg, sorted(personas.personas)),
+        tags=CUSTOM_TAGS,
+    ) as dag:
+        run = task(tasks.prepare_custom_run, task_id="prepare")(str(personas.path))
+        _training_and_after(run, after=run)
+    return dag
+
+
+def build_persona_dags(personas_path: str | None = None) -> dict[str, DAG]:
+    """Every valid persona's DAG (only the one being run, at task run time). Bad personas are
+    logged here and raised by the config check DAG file, so they never hide the good ones."""
+    personas = load_personas_lenient(personas_path)
+    wanted = get_parsing_context().dag_id
+    dags: dict[str, DAG] = {}
+    for persona in personas.personas.values():
+        if wanted is not None and wanted != persona.dag_id:
+            continue
+        dags[persona.dag_id] = build_persona_dag(persona, personas_path)
+    for pid, error in personas.errors.items():
+        log.error("persona %r has no DAG: %s", pid, error)
+    return dags
+
+
+def build_custom_dags(personas_path: str | None = None) -> dict[str, DAG]:
+    if get_parsing_context().dag_id not in (None, CUSTOM_DAG_ID):
+        return {}
+    return {CUSTOM_DAG_ID: build_custom_dag(load_personas_lenient(personas_path))}
+
+
+def check_personas(personas_path: str | None = None) -> None:
+    """Raise one ConfigError naming every bad persona (the DAG processor shows it as an import error)."""
+    from dpo_tasks.config import ConfigError
+
+    errors = load_personas_lenient(personas_path).errors
+    if errors:
+        names = ", ".join(f"dpo_{pid}" for pid in errors)
+        raise ConfigError(f"{len(errors)} persona DAG(s) not built ({names}):\n" + "\n".join(errors.values()))

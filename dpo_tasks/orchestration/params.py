@@ -1,0 +1,95 @@
+"""The trigger form of a persona DAG: validated params, and how they become CLI `--set` overrides.
+
+Defaults come from the persona's effective config (personas.yaml defaults + overrides), so an
+untouched form reproduces the scheduled run. Each form field maps to one config key; the stage
+CLIs receive them as `--set key=value`, exactly as a user would type them.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from airflow.sdk import Param
+
+from dpo_tasks.config import PipelineConfig
+
+# form field -> dotted config key it overrides
+PARAM_KEYS: dict[str, str] = {
+    "num_prompts": "generation.num_prompts",
+    "judge": "labeling.judge",
+    "eval_judge": "evaluation.judge",
+    "training_runner": "training.runner",
+    "min_win_rate_lower_bound": "gate.min_win_rate_lower_bound",
+    "epochs": "training.epochs",
+}
+
+
+def _choices(default: str, *allowed: str) -> list[str]:
+    # A persona configured with a judge the form does not offer (e.g. "reward") keeps it selectable.
+    return list(allowed) if default in allowed else [default, *allowed]
+
+
+def persona_params(cfg: PipelineConfig) -> dict[str, Param]:
+    """The trigger form of a persona DAG, defaulting to that persona's effective config."""
+    return {
+        "num_prompts": Param(
+            cfg.generation.num_prompts, type="integer", minimum=1, maximum=100_000,
+            title="Number of prompts",
+            description="Prompts sampled from the persona's pool; each gives one chosen/rejected pair at most.",
+        ),
+        "judge": Param(
+            cfg.labeling.judge, type="string", enum=_choices(cfg.labeling.judge, "rules", "groq"),
+            title="Labeling judge",
+            description="rules: the offline persona rule judge. groq: Llama 70B on Groq (connection groq_default, pool "
+            "persona_dpo_groq).",
+        ),
+        "eval_judge": Param(
+            cfg.evaluation.judge, type="string", enum=_choices(cfg.evaluation.judge, "rules", "gemini"),
+            title="Evaluation judge",
+            description="rules: the offline rule judge. gemini: Gemini on Vertex AI (connection google_cloud_default).",
+        ),
+        "training_runner": Param(
+            cfg.training.runner, type="string", enum=["local", "kubernetes"],
+            title="Training runner",
+            description="local: a subprocess on the worker. kubernetes: a pod on an A100 node (trainer image, pool "
+            "persona_dpo_a100).",
+        ),
+        "min_win_rate_lower_bound": Param(
+            cfg.gate.min_win_rate_lower_bound, type="number", minimum=0, maximum=1,
+            title="Gate: minimum win-rate lower bound",
+            description="Publish only when the lower end of the 95% Wilson interval of the win rate vs the current "
+            "model reaches this.",
+        ),
+        "epochs": Param(
+            cfg.training.epochs, type="number", exclusiveMinimum=0, maximum=100,
+            title="Training epochs", description="DPO epochs over the labeled pairs.",
+        ),
+        "dry_run": Param(
+            False, type="boolean", title="Dry run",
+            description="Run everything up to and including the gate, but do not publish.",
+        ),
+        "overrides": Param(
+            {}, type="object", title="Advanced: extra overrides",
+            description='More config overrides as {"dotted.key": value}, e.g. {"training.learning_rate": 1e-4}; '
+            "applied after the fields above.",
+        ),
+    }
+
+
+def _set_arg(key: str, value: Any) -> str:
+    # JSON is valid YAML, so the CLI's YAML parsing of VALUE reads back exactly this value.
+    return f"{key}={json.dumps(value)}"
+
+
+def overrides_from_params(params: dict[str, Any]) -> list[str]:
+    """The run's `--set` arguments (without the flag), in a stable order."""
+    sets = [_set_arg(key, params[name]) for name, key in PARAM_KEYS.items() if params.get(name) is not None]
+    extra = params.get("overrides") or {}
+    if not isinstance(extra, dict):
+        raise ValueError(f"param 'overrides' = {extra!r} must be an object of dotted.key: value")
+    for key, value in sorted(extra.items()):
+        if not isinstance(key, str) or not key.strip() or key.startswith("."):
+            raise ValueError(f"param 'overrides' has a bad key {key!r}; expected a dotted config key")
+        sets.append(_set_arg(key, value))
+    return sets

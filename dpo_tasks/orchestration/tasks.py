@@ -1,0 +1,278 @@
+"""Task callables of the persona and community DAGs.
+
+Every stage runs as `python -m dpo_tasks <stage> ...` in a subprocess of the worker: the exact
+command a user, DVC and the trainer pod run, and a process whose torch memory is returned to the
+worker when the stage ends. Its output is streamed line by line into the task log.
+
+XCom carries the run description from `prepare_*` (`run_dir`, the CLI arguments every stage
+shares, the runner) and each stage's small summary (`summaries/<stage>.json`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from dpo_tasks.config import DEFAULT_PERSONA, ConfigError, Persona, default_personas_path, load_persona, with_overrides
+from dpo_tasks.orchestration.common import run_dir_for, safe_run_id
+from dpo_tasks.orchestration.params import overrides_from_params
+from dpo_tasks.runs import RunDir, read_json, write_json, write_jsonl
+
+log = logging.getLogger(__name__)
+
+COMMUNITY_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
+# Summaries larger than this are not XCom material; the task returns their path instead.
+MAX_XCOM_SUMMARY_BYTES = 32_768
+
+
+def _context() -> dict[str, Any]:
+    from airflow.sdk import get_current_context
+
+    return get_current_context()
+
+
+def stage_argv(stage: str, run: dict[str, Any]) -> list[str]:
+    """The CLI call of `stage` for this run (what the local runner and the pod both execute)."""
+    return [stage, *run["args"]]
+
+
+def common_args(persona_id: str, personas_file: Path, run_dir: Path, sets: list[str]) -> list[str]:
+    args = ["--persona", persona_id, "--personas-file", str(personas_file), "--run-dir", str(run_dir)]
+    for item in sets:
+        args += ["--set", item]
+    return args
+
+
+def _snapshot_personas(personas_file: str | None, rd: RunDir) -> Path:
+    # The run keeps the config it started with: an edit of personas.yaml mid-run (or a retry a day
+    # later) does not change what later stages or the pod see.
+    snapshot = rd.root / "personas.yaml"
+    shutil.copyfile(personas_file or default_personas_path(), snapshot)
+    return snapshot
+
+
+def _check_overrides(persona_id: str, personas_file: Path, sets: list[str]) -> None:
+    from dpo_tasks.cli import parse_overrides
+
+    with_overrides(load_persona(persona_id, personas_file), parse_overrides(sets))
+
+
+def prepare_persona_run(persona_id: str, personas_file: str | None = None) -> dict[str, Any]:
+    """Create the run directory, snapshot the config and turn the trigger form into CLI overrides.
+
+    A run conf may carry `feedback: {persona_id, from_id, to_id}` (the feedback monitor's trigger);
+    it is recorded in `trigger.json` for the stages and the model card.
+    """
+    ctx = _context()
+    params = dict(ctx["params"])
+    conf = dict(getattr(ctx["dag_run"], "conf", None) or {})
+    rd = RunDir(run_dir_for(persona_id, ctx["run_id"])).ensure()
+    snapshot = _snapshot_personas(personas_file, rd)
+    sets = overrides_from_params(params)
+    _check_overrides(persona_id, snapshot, sets)
+    feedback = conf.get("feedback")
+    if feedback is not None and (not isinstance(feedback, dict) or feedback.get("persona_id", persona_id) != persona_id):
+        raise ConfigError(f"run conf 'feedback' = {feedback!r} must be a mapping for persona {persona_id!r}")
+    write_json(rd.root / "trigger.json", {"run_id": ctx["run_id"], "params": params, "feedback": feedback, "sets": sets})
+    run = {
+        "namespace": persona_id,
+        "persona": persona_id,
+        "run_dir": str(rd.root),
+        "run_id": safe_run_id(ctx["run_id"]),
+        "args": common_args(persona_id, snapshot, rd.root, sets),
+        "runner": params["training_runner"],
+        "dry_run": bool(params.get("dry_run")),
+        "feedback": feedback,
+    }
+    log.info("run dir %s; overrides: %s", rd.root, " ".join(sets) or "(none)")
+    return run
+
+
+def run_persona(run: dict[str, Any]) -> Persona:
+    """The persona config this run uses: the run's personas.yaml snapshot with the run's overrides."""
+    from dpo_tasks.cli import parse_overrides
+
+    args = run["args"]
+    snapshot = args[args.index("--personas-file") + 1]
+    sets = [args[i + 1] for i, a in enumerate(args) if a == "--set"]
+    return with_overrides(load_persona(run["persona"], snapshot), parse_overrides(sets))
+
+
+def export_feedback(run: dict[str, Any]) -> dict[str, Any]:
+    """Feedback-triggered runs: the window's ratings become pairs and prompts in the run dir.
+
+    In-process (psycopg2 only, no model) so the Airflow connection `feedback_db` is reachable.
+    """
+    from dpo_tasks.feedback.export import run as export
+
+    if not run.get("feedback"):
+        log.info("no feedback window in the run conf: nothing to export")
+    return export(run_persona(run), run["run_dir"], window=run.get("feedback"))
+
+
+def _stage_env(stage: str) -> dict[str, str]:
+    """Secrets the stage needs, taken from Airflow connections into the subprocess's environment only."""
+    env = dict(os.environ)
+    if stage == "label" and "GROQ_API_KEY" not in env:
+        from airflow.sdk import BaseHook
+        from airflow.sdk.exceptions import AirflowNotFoundException
+
+        try:
+            conn = BaseHook.get_connection("groq_default")
+        except AirflowNotFoundException:
+            return env
+        if conn.password:
+            env["GROQ_API_KEY"] = conn.password
+        if conn.host:
+            env.setdefault("GROQ_BASE_URL", conn.host)
+    return env
+
+
+def run_cli(argv: list[str], *, env: dict[str, str] | None = None) -> None:
+    """Run `python -m dpo_tasks ARGV`, streaming its output to the task log; raise on failure."""
+    from airflow.sdk.exceptions import AirflowException
+
+    cmd = [sys.executable, "-m", "dpo_tasks", *argv]
+    log.info("running: %s", " ".join(cmd[1:]))
+    tail: list[str] = []
+    with subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1, env=env,
+    ) as proc:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            line = line.rstrip("\n")
+            log.info("%s", line)
+            tail = (tail + [line])[-5:]
+        rc = proc.wait()
+    if rc != 0:
+        last = next((ln for ln in reversed(tail) if ln.strip()), "(no output)")
+        raise AirflowException(f"{argv[0]} exited with code {rc}: {last}")
+
+
+def _summary(rd: RunDir, stage: str) -> dict[str, Any]:
+    path = rd.stage_summary(stage)
+    if not path.exists():
+        return {"summary": None}
+    if path.stat().st_size > MAX_XCOM_SUMMARY_BYTES:
+        return {"summary": str(path)}
+    return read_json(path)
+
+
+def run_stage(stage: str, run: dict[str, Any]) -> dict[str, Any]:
+    """One pipeline stage through its CLI; returns its summary for XCom."""
+    run_cli(stage_argv(stage, run), env=_stage_env(stage))
+    return _summary(RunDir(run["run_dir"]), stage)
+
+
+def choose_runner(run: dict[str, Any]) -> str:
+    """Branch: the task id of the training path this run uses."""
+    return "train_local" if run["runner"] == "local" else "train_kubernetes.stage_inputs"
+
+
+def publish_if_promoted(run: dict[str, Any]) -> dict[str, Any]:
+    """Publish when the gate promoted and this is not a dry run; otherwise skip, saying why."""
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    rd = RunDir(run["run_dir"])
+    gate = read_json(rd.gate)
+    if gate.get("decision") != "promote":
+        raise AirflowSkipException(f"not publishing: the gate rejected the candidate: {gate.get('reason')}")
+    if run["dry_run"]:
+        raise AirflowSkipException(f"not publishing: dry run (the gate would promote: {gate.get('reason')})")
+    argv = ["publish", *run["args"], "--namespace", run["namespace"], "--run-id", run["run_id"]]
+    run_cli(argv)
+    return _summary(rd, "publish")
+
+
+# --- training through the artifact store (kubernetes runner) ---------------------------------
+
+TRAIN_INPUTS = ("dpo.jsonl", "personas.yaml")
+TRAIN_OUTPUTS = ("train", "summaries/train.json")
+
+
+def staging_uri(run: dict[str, Any]) -> str:
+    """Where a run's pod inputs and outputs are exchanged: $PERSONA_DPO_STAGING, else <store>/_staging."""
+    root = os.environ.get("PERSONA_DPO_STAGING") or f"{(os.environ.get('PERSONA_DPO_STORE') or 'store').rstrip('/')}/_staging"
+    return f"{root.rstrip('/')}/{run['namespace']}/{run['run_id']}"
+
+
+def stage_train_inputs(run: dict[str, Any]) -> dict[str, str]:
+    from dpo_tasks.store.sync import push
+
+    base = staging_uri(run)
+    staging = {"inputs": f"{base}/inputs", "outputs": f"{base}/outputs"}
+    push(Path(run["run_dir"]), TRAIN_INPUTS, staging["inputs"])
+    log.info("staged %s for the training pod at %s", ", ".join(TRAIN_INPUTS), staging["inputs"])
+    return staging
+
+
+def fetch_train_outputs(run: dict[str, Any], staging: dict[str, str]) -> dict[str, Any]:
+    from dpo_tasks.store.sync import pull
+
+    rd = RunDir(run["run_dir"])
+    pulled = pull(staging["outputs"], rd.root)
+    log.info("fetched %d files of the pod's training output from %s", pulled, staging["outputs"])
+    if not rd.adapter.exists():
+        raise FileNotFoundError(f"the training pod left no adapter at {staging['outputs']!r}/train/adapter")
+    return _summary(rd, "train")
+
+
+# --- the community flow (dpo_custom) ---------------------------------------------------------
+
+
+def prepare_custom_run(personas_file: str | None = None) -> dict[str, Any]:
+    """Check the community conf, fetch the dataset, validate it into `dpo.jsonl` (bad rows logged)."""
+    from dpo_tasks.store.sync import fetch_file
+    from dpo_tasks.validate import load_records, validate_records
+
+    ctx = _context()
+    params = dict(ctx["params"])
+    community = params.get("communityId")
+    if not isinstance(community, str) or not COMMUNITY_ID_RE.match(community):
+        raise ConfigError(f"run conf 'communityId' = {community!r} must match {COMMUNITY_ID_RE.pattern}")
+    dataset, uri = params.get("dataset"), params.get("dataset_uri")
+    if (dataset is None) == (uri is None):
+        raise ConfigError(
+            f"run conf needs exactly one of 'dataset' (inline list) or 'dataset_uri'; got dataset={type(dataset).__name__}, "
+            f"dataset_uri={uri!r}"
+        )
+    base_persona = params.get("persona") or DEFAULT_PERSONA
+    namespace = f"policies/{community}"
+    rd = RunDir(run_dir_for(f"policies/{community}", ctx["run_id"])).ensure()
+    snapshot = _snapshot_personas(personas_file, rd)
+    if uri is not None:
+        records, where, unparsed = load_records(fetch_file(uri, rd.root / "community_dataset.raw"))
+    elif isinstance(dataset, list):
+        records, where, unparsed = dataset, None, []
+    else:
+        raise ConfigError(f"run conf 'dataset' must be a list of {{prompt, chosen, rejected}}, got {type(dataset).__name__}")
+    result = validate_records(records, where=where)
+    problems = [*unparsed, *result.problems]
+    for problem in problems:
+        log.warning("dataset row rejected: %s", problem)
+    total = len(records) + len(unparsed)
+    log.info("dataset for community %r: %d rows, %d usable, %d problems", community, total, len(result.good), len(problems))
+    if not result.good:
+        raise ConfigError(f"community {community!r}: no usable row in the dataset ({len(problems)} problems; see the log)")
+    write_jsonl(rd.dpo, result.good)
+    sets = overrides_from_params(params)
+    _check_overrides(base_persona, snapshot, sets)
+    summary = {"community": community, "rows": total, "usable": len(result.good), "problems": len(problems)}
+    write_json(rd.stage_summary("validate"), summary)
+    return {
+        "namespace": namespace,
+        "persona": base_persona,
+        "community": community,
+        "run_dir": str(rd.root),
+        "run_id": safe_run_id(ctx["run_id"]),
+        "args": common_args(base_persona, snapshot, rd.root, sets),
+        "runner": params["training_runner"],
+        "dry_run": bool(params.get("dry_run")),
+        "dataset": summary,
+    }
