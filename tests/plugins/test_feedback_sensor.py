@@ -5,20 +5,18 @@ from __future__ import annotations
 import asyncio
 import importlib
 import os
-import sys
 import threading
 from pathlib import Path
 
 import psycopg2
 import pytest
 
-# Airflow puts its plugins folder on sys.path; so do the tests.
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "plugins"))
+from airflow.sdk.exceptions import TaskDeferred
 
-from airflow.sdk.exceptions import TaskDeferred  # noqa: E402
-from feedback_sensor import FeedbackThresholdSensor, FeedbackThresholdTrigger  # noqa: E402
+from dpo_tasks.feedback.db import create_database, drop_database, migrate
+from dpo_tasks.feedback.sensor import FeedbackThresholdSensor, FeedbackThresholdTrigger
 
-from dpo_tasks.feedback.db import create_database, drop_database, migrate  # noqa: E402
+PLUGINS = Path(__file__).resolve().parents[2] / "plugins"
 
 ADMIN_URL = os.environ.get("PERSONA_DPO_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 PERSONA = "persona_d_japanese_lowsodium"
@@ -75,11 +73,20 @@ async def first_event(trig: FeedbackThresholdTrigger, timeout: float):
         await gen.aclose()
 
 
+def test_plugins_folder_exposes_the_same_classes(monkeypatch):
+    # Airflow puts its plugins folder on sys.path; so does this test.
+    monkeypatch.syspath_prepend(str(PLUGINS))
+    plugin = importlib.import_module("feedback_sensor")
+    assert plugin.FeedbackThresholdSensor is FeedbackThresholdSensor
+    assert plugin.FeedbackThresholdTrigger is FeedbackThresholdTrigger
+
+
 def test_trigger_serialize_round_trips():
     trig = trigger(conn_id="other_db", statement_timeout_s=5)
     path, kwargs = trig.serialize()
     module, _, name = path.rpartition(".")
     rebuilt = getattr(importlib.import_module(module), name)(**kwargs)
+    assert path == "dpo_tasks.feedback.sensor.FeedbackThresholdTrigger"
     assert rebuilt.serialize() == (path, kwargs)
     assert kwargs["min_feedback"] == 10 and kwargs["conn_id"] == "other_db"
     assert not any("postgres" in str(v) for v in kwargs.values()), "no connection details in the trigger row"
