@@ -29,9 +29,11 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import time
 from typing import Any, AsyncIterator
 
 from airflow.sdk import BaseSensorOperator, PokeReturnValue
+from airflow.sdk.exceptions import AirflowSensorTimeout
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from dpo_tasks.config import FeedbackConfig
@@ -73,6 +75,7 @@ class FeedbackThresholdTrigger(BaseTrigger):
         poll_interval: float = 60.0,
         max_backoff: float = 600.0,
         statement_timeout_s: float = 30.0,
+        deadline: float | None = None,
     ):
         super().__init__()
         self.persona_id = persona_id
@@ -81,6 +84,9 @@ class FeedbackThresholdTrigger(BaseTrigger):
         self.poll_interval = float(poll_interval)
         self.max_backoff = float(max_backoff)
         self.statement_timeout_s = float(statement_timeout_s)
+        # Epoch seconds after which the trigger reports "quiet" instead of polling on: the
+        # sensor's timeout, enforced here too so it also holds where triggers run inline (dag.test).
+        self.deadline = deadline
         self._conn: Any = None
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
@@ -95,6 +101,7 @@ class FeedbackThresholdTrigger(BaseTrigger):
                 "poll_interval": self.poll_interval,
                 "max_backoff": self.max_backoff,
                 "statement_timeout_s": self.statement_timeout_s,
+                "deadline": self.deadline,
             },
         )
 
@@ -129,12 +136,24 @@ class FeedbackThresholdTrigger(BaseTrigger):
                 pass
             self._conn = None
 
+    def _until_deadline(self) -> float | None:
+        return None if self.deadline is None else self.deadline - time.time()
+
+    async def _sleep(self, seconds: float) -> None:
+        left = self._until_deadline()
+        await asyncio.sleep(seconds if left is None else max(0.0, min(seconds, left)))
+
     async def run(self) -> AsyncIterator[TriggerEvent]:
         import psycopg
 
         failures = 0
         try:
             while True:
+                left = self._until_deadline()
+                if left is not None and left <= 0:
+                    self.log.info("persona %s: no crossing before the deadline", self.persona_id)
+                    yield TriggerEvent({"status": "quiet", "persona_id": self.persona_id})
+                    return
                 try:
                     window = await self.poll()
                 except (psycopg.Error, OSError) as exc:
@@ -145,7 +164,7 @@ class FeedbackThresholdTrigger(BaseTrigger):
                         "feedback_db %r unavailable while polling persona %s (%s: %s); attempt %d failed, retrying in %.1fs",
                         self.conn_id, self.persona_id, type(exc).__name__, " ".join(str(exc).split())[:200], failures, delay,
                     )
-                    await asyncio.sleep(delay)
+                    await self._sleep(delay)
                     continue
                 if failures:
                     self.log.info("feedback_db %r reachable again after %d failed attempt(s)", self.conn_id, failures)
@@ -156,7 +175,7 @@ class FeedbackThresholdTrigger(BaseTrigger):
                     yield TriggerEvent(window_event(window, decision.reason))
                     return
                 self.log.info("persona %s: %s; next poll in %.1fs", self.persona_id, decision.reason, self.poll_interval)
-                await asyncio.sleep(self.poll_interval)
+                await self._sleep(self.poll_interval)
         finally:
             await self._close()
 
@@ -199,12 +218,16 @@ class FeedbackThresholdSensor(BaseSensorOperator):
                 conn_id=self.conn_id,
                 poll_interval=self.poke_interval,
                 max_backoff=self.max_backoff,
+                deadline=time.time() + self.timeout,
             ),
             method_name="execute_complete",
             timeout=dt.timedelta(seconds=self.timeout),
         )
 
     def execute_complete(self, context: Any, event: dict[str, Any]) -> dict[str, Any]:
+        if event.get("status") == "quiet":
+            # With soft_fail (the monitor's setting) the base class turns this into a skip.
+            raise AirflowSensorTimeout(f"persona {self.persona_id}: feedback stayed under its threshold for {self.timeout:.0f}s")
         if event.get("status") != "crossing":
             raise RuntimeError(f"feedback trigger for persona {self.persona_id!r} sent an unexpected event {event!r}")
         self.log.info("persona %s: %s", self.persona_id, event["reason"])

@@ -6,12 +6,13 @@ import asyncio
 import importlib
 import os
 import threading
+import time
 from pathlib import Path
 
 import psycopg2
 import pytest
 
-from airflow.sdk.exceptions import TaskDeferred
+from airflow.sdk.exceptions import AirflowSensorTimeout, AirflowSkipException, TaskDeferred
 
 from dpo_tasks.feedback.db import create_database, drop_database, migrate
 from dpo_tasks.feedback.sensor import FeedbackThresholdSensor, FeedbackThresholdTrigger
@@ -113,6 +114,14 @@ def test_trigger_waits_below_the_rule_and_fires_once_it_holds(db):
     }
 
 
+def test_trigger_reports_quiet_at_its_deadline(db):
+    add(db, good=9, bad=0)
+    start = time.monotonic()
+    event = asyncio.run(first_event(trigger(deadline=time.time() + 0.6), timeout=10))
+    assert event.payload == {"status": "quiet", "persona_id": PERSONA}
+    assert 0.5 <= time.monotonic() - start < 5
+
+
 def test_trigger_backs_off_while_the_database_is_unreachable(monkeypatch, capsys):
     monkeypatch.setenv(CONN_ENV, "postgresql://postgres@127.0.0.1:1/nowhere")
 
@@ -197,6 +206,7 @@ def test_sensor_defers_to_the_trigger_with_its_thresholds():
     assert deferred.timeout.total_seconds() == 600
     _, kwargs = deferred.trigger.serialize()
     assert (kwargs["persona_id"], kwargs["min_feedback"], kwargs["max_good_ratio"], kwargs["poll_interval"]) == (PERSONA, 10, 0.5, 5)
+    assert kwargs["deadline"] == pytest.approx(time.time() + 600, abs=30)
 
 
 def test_sensor_execute_complete_returns_the_window():
@@ -204,6 +214,16 @@ def test_sensor_execute_complete_returns_the_window():
     assert sensor().execute_complete({}, event) == event
     with pytest.raises(RuntimeError, match="unexpected event"):
         sensor().execute_complete({}, {"status": "error"})
+
+
+@pytest.mark.parametrize(
+    "soft_fail, expected",
+    [pytest.param(True, AirflowSkipException, id="soft-fail-skips"), pytest.param(False, AirflowSensorTimeout, id="times-out")],
+)
+def test_quiet_window_ends_the_sensor(soft_fail, expected):
+    quiet = {"status": "quiet", "persona_id": PERSONA}
+    with pytest.raises(expected):
+        sensor(soft_fail=soft_fail).resume_execution("execute_complete", {"event": quiet}, {})
 
 
 def test_reschedule_fallback_pokes_the_same_rule(db):
