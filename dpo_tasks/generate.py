@@ -7,6 +7,8 @@ in all -> `prompts.jsonl` (kept on rerun, so a resumed run samples nothing new).
 Variants per prompt (`variants.jsonl`):
     variant_a  system prompt with every persona constraint, at `strong_temperature` (0.7)
     variant_b  a generic cooking-assistant system prompt,   at `weak_temperature`   (0.9)
+    variant_c, variant_d, ...  only with `labeling.judge: reward`: `labeling.reward.num_candidates`
+               samples in all, alternating the two system prompts, for the reward model to rank
 
 Generation is batched with left padding. Each batch of `generation.batch_size`
 prompts is seeded from (`generation.seed`, batch number, variant), and the
@@ -49,10 +51,16 @@ class VariantSpec:
 
 def variant_specs(persona: Persona) -> list[VariantSpec]:
     gen = persona.config.generation
-    return [
+    specs = [
         VariantSpec("variant_a", "strong", gen.strong_temperature),
         VariantSpec("variant_b", "weak", gen.weak_temperature),
     ]
+    if persona.config.labeling.judge == "reward":
+        # Reward labeling ranks N samples per prompt; the extra ones alternate the two system prompts.
+        for i in range(2, persona.config.labeling.reward.num_candidates):
+            like = specs[i % 2]
+            specs.append(VariantSpec(f"variant_{chr(ord('a') + i)}", like.system, like.temperature))
+    return specs
 
 
 def derive_seed(*parts: object) -> int:

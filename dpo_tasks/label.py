@@ -37,8 +37,8 @@ DROP_REASONS = ("malformed", "empty", "identical", "tie", "disagree", "under_mar
 
 
 def judge_options(kind: str, run_dir: RunDir) -> dict[str, Any]:
-    """Rules need nothing; API judges cache verdicts in the run dir so reruns resume."""
-    return {} if kind == "rules" else {"cache_dir": run_dir.root / "judge_cache"}
+    """Local judges need nothing; API judges cache verdicts in the run dir so reruns resume."""
+    return {} if kind in ("rules", "reward") else {"cache_dir": run_dir.root / "judge_cache"}
 
 
 def _screen(rows: list[dict[str, Any]], drops: Counter) -> list[PairItem]:
@@ -90,16 +90,22 @@ def run(persona: Persona, run_dir: str | RunDir, *, judge: Judge | None = None) 
         judge = make_judge(cfg.judge, persona, **judge_options(cfg.judge, run_dir))
     log.info("label %s: judging %d of %d pairs with %r (both orders, min margin %.2f)",
              persona.id, len(items), len(rows), judge.name, cfg.min_margin)
+    labeled: list[dict[str, Any]] = []
     try:
-        progress = Progress(f"label {persona.id}", len(items), unit="pairs", logger=log)
-        judgements = judge.judge_pairs(persona, items, both_orders=True, progress=progress)
+        progress = Progress(f"label {persona.id}", len(rows) if cfg.judge == "reward" else len(items), unit="pairs", logger=log)
+        if cfg.judge == "reward":
+            # N candidates per prompt (variant_a, variant_b, variant_c, ...): best vs worst by reward.
+            judgements = []
+            drops.clear()
+            labeled = judge.label_rows(persona, rows, drops, progress=progress)
+        else:
+            judgements = judge.judge_pairs(persona, items, both_orders=True, progress=progress)
         accounting = judge.accounting()
     finally:
         if owns_judge and hasattr(judge, "close"):
             judge.close()
 
     by_id = {item.id: item for item in items}
-    labeled: list[dict[str, Any]] = []
     for j in judgements:
         if j.status != "ok":
             drops[j.status] += 1

@@ -12,7 +12,7 @@ from typing import Any
 from dpo_tasks.config import Persona
 from dpo_tasks.judges.base import Judge
 
-JUDGE_KINDS = ("rules", "groq", "gemini")
+JUDGE_KINDS = ("rules", "groq", "gemini", "reward")
 
 
 def make_judge(kind: str, persona: Persona, **options: Any) -> Judge:
@@ -30,4 +30,9 @@ def make_judge(kind: str, persona: Persona, **options: Any) -> Judge:
         from dpo_tasks.judges.gemini import GeminiJudge
 
         return GeminiJudge(persona.config.evaluation.gemini, **options)
+    if kind == "reward":
+        from dpo_tasks.judges.reward import RewardJudge
+
+        cfg = persona.config
+        return RewardJudge(cfg.labeling.reward, max_length=cfg.training.max_length, batch_size=cfg.generation.batch_size, **options)
     raise ValueError(f"judge {kind!r} is not known (persona {persona.id!r}); choose one of: {', '.join(JUDGE_KINDS)}")
