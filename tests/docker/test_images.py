@@ -189,8 +189,31 @@ def test_compose_runs_airflow_on_postgres_with_the_gcs_emulator():
     assert (DOCKER / gcs["context"] / gcs["dockerfile"]).is_file()
     assert "--port\", \"9023\"" in (DOCKER / gcs["dockerfile"]).read_text()
 
-    from dpo_tasks.orchestration.common import POOLS
-
     init = services["airflow-init"]["command"][-1]
-    for pool in POOLS:
-        assert f"airflow pools set {pool} " in init
+    assert "airflow pools import /opt/persona-dpo/pools.json" in init
+    assert "./helm/pools.json:/opt/persona-dpo/pools.json:ro" in services["scheduler"]["volumes"]
+
+
+def test_pools_file_creates_the_pools_the_dags_use():
+    from dpo_tasks.orchestration.common import POOL_A100, POOLS
+
+    pools = json.loads((DOCKER / "helm" / "pools.json").read_text())
+    assert {name: p["slots"] for name, p in pools.items()} == {name: slots for name, (slots, _) in POOLS.items()}
+    # A deferred training pod still holds its GPU node.
+    assert pools[POOL_A100]["include_deferred"] is True
+
+
+def test_helm_values_wire_the_package():
+    values = yaml.safe_load((DOCKER / "helm" / "values.yaml").read_text())
+    assert values["images"]["airflow"]["repository"].endswith("/airflow")
+    env = {e["name"]: e["value"] for e in values["env"]}
+    for name, value in env.items():
+        assert name.startswith("PERSONA_DPO_")
+        used = subprocess.run(["grep", "-rqF", name, str(REPO / "dpo_tasks")]).returncode == 0
+        assert used, f"helm values set {name}, which nothing in dpo_tasks reads"
+    assert env["PERSONA_DPO_STORE"].startswith("gs://") and env["PERSONA_DPO_DVC_REMOTE"].startswith("gs://")
+    mounts = {m["mountPath"] for m in values["workers"]["extraVolumeMounts"]}
+    assert any(env["PERSONA_DPO_RUNS"].startswith(m + "/") for m in mounts), "run dirs must be on the shared volume"
+    conns = {s["envName"] for s in values["secret"]}
+    assert conns == {"AIRFLOW_CONN_GROQ_DEFAULT", "AIRFLOW_CONN_FEEDBACK_DB", "AIRFLOW_CONN_GOOGLE_CLOUD_DEFAULT"}
+    assert values["postgresql"]["enabled"] is False and values["executor"] == "KubernetesExecutor"
