@@ -29,21 +29,28 @@ from typing import Any
 
 from dpo_tasks.config import FeedbackConfig, load_personas_lenient
 
-# One statement, so the four numbers come from one snapshot: never a total
-# from before a commit and a good count from after it.
+# One statement, so every number comes from one snapshot: never a total from
+# before a commit and a good count from after it. Whole blocks of 1024 ids
+# above the watermark's block are summed from `feedback_rollup` (migration
+# 002); only the rest of the watermark's own block is counted row by row, so a
+# poll stays cheap however much feedback waits.
 WINDOW_SQL = """
-SELECT w.last_feedback_id,
-       w.last_trigger_at,
-       now() AS db_now,
-       count(f.id) AS total,
-       count(f.id) FILTER (WHERE f.rating = 'good') AS good,
-       coalesce(max(f.id), w.last_feedback_id) AS to_id
-FROM (
-    SELECT coalesce((SELECT last_feedback_id FROM feedback_watermarks WHERE persona_id = %(persona_id)s), 0) AS last_feedback_id,
-           (SELECT last_trigger_at FROM feedback_watermarks WHERE persona_id = %(persona_id)s) AS last_trigger_at
-) AS w
-LEFT JOIN feedback AS f ON f.persona_id = %(persona_id)s AND f.id > w.last_feedback_id
-GROUP BY w.last_feedback_id, w.last_trigger_at
+WITH w AS (
+    SELECT coalesce(max(last_feedback_id), 0) AS last_id, max(last_trigger_at) AS last_trigger_at
+    FROM feedback_watermarks WHERE persona_id = %(persona_id)s
+), head AS (
+    SELECT count(*) AS total, count(*) FILTER (WHERE f.rating = 'good') AS good
+    FROM w JOIN feedback AS f
+      ON f.persona_id = %(persona_id)s AND f.id > w.last_id AND f.id < (w.last_id / 1024 + 1) * 1024
+), tail AS (
+    SELECT coalesce(sum(r.total), 0) AS total, coalesce(sum(r.good), 0) AS good
+    FROM w JOIN feedback_rollup AS r ON r.persona_id = %(persona_id)s AND r.block > w.last_id / 1024
+), newest AS (
+    SELECT max(id) AS id FROM feedback WHERE persona_id = %(persona_id)s
+)
+SELECT w.last_id, w.last_trigger_at, now(), head.total + tail.total, head.good + tail.good,
+       greatest(w.last_id, coalesce(newest.id, 0))
+FROM w, head, tail, newest
 """
 
 

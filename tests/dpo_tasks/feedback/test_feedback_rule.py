@@ -160,3 +160,48 @@ def test_two_monitor_processes_racing_trigger_once(db, add_feedback, feedback_db
         rows = cur.fetchall()
     assert rows == [(0, 12), (12, 24), (24, 36)]
     assert [(c["from_id"], c["to_id"]) for c in claims] == rows
+
+
+def _brute_force(db, persona_id: str, last_id: int) -> tuple[int, int]:
+    with db.cursor() as cur:
+        cur.execute(
+            "SELECT count(*), count(*) FILTER (WHERE rating = 'good') FROM feedback WHERE persona_id = %s AND id > %s",
+            (persona_id, last_id),
+        )
+        row = cur.fetchone()
+    db.rollback()
+    return row
+
+
+def test_rollup_keeps_the_poll_exact_across_blocks_updates_and_deletes(db):
+    personas = [PERSONA, "persona_c_italian_gf", "persona_e_mexican_vegan"]
+    with db.cursor() as cur:
+        # ~5000 rows over five 1024-id blocks, in one statement and then one row at a time.
+        cur.execute(
+            "INSERT INTO feedback (persona_id, prompt, response, rating)"
+            " SELECT (%s::text[])[1 + g %% 3], 'p', 'r' || g, CASE WHEN g %% 7 < 3 THEN 'good' ELSE 'bad' END"
+            " FROM generate_series(1, 4990) g",
+            (personas,),
+        )
+        for i in range(10):
+            cur.execute("INSERT INTO feedback (persona_id, prompt, response, rating) VALUES (%s, 'p', 'r', 'good')", (personas[i % 3],))
+        # Users change their minds, and some rows are deleted.
+        cur.execute("UPDATE feedback SET rating = CASE rating WHEN 'good' THEN 'bad' ELSE 'good' END WHERE id % 11 = 0")
+        cur.execute("DELETE FROM feedback WHERE id % 13 = 0 OR id BETWEEN 2040 AND 2060")
+    db.commit()
+    for persona_id in personas:
+        for last_id in (0, 1, 1023, 1024, 1025, 2047, 2050, 3001, 4999, 5000):
+            with db.cursor() as cur:
+                cur.execute(
+                    "INSERT INTO feedback_watermarks (persona_id, last_feedback_id) VALUES (%s, %s)"
+                    " ON CONFLICT (persona_id) DO UPDATE SET last_feedback_id = excluded.last_feedback_id",
+                    (persona_id, last_id),
+                )
+            db.commit()
+            window = poll_window(db, persona_id)
+            assert (window.total, window.good) == _brute_force(db, persona_id, last_id), (persona_id, last_id)
+    with db.cursor() as cur:
+        cur.execute("TRUNCATE feedback")
+        cur.execute("SELECT count(*) FROM feedback_rollup")
+        assert cur.fetchone()[0] == 0
+    db.commit()
