@@ -259,3 +259,19 @@ def test_community_latest_holds_the_served_files(store, tmp_path, make_version_d
 def test_unsafe_names_are_refused(store, tmp_path, namespace, version, make_version_dir):
     with pytest.raises(StoreError, match=repr(namespace if namespace.startswith("..") else version).replace("(", r"\(")):
         store.upload_version(namespace, version, make_version_dir(tmp_path / "v", "v"))
+
+
+def test_inside_airflow_the_client_comes_from_the_gcshook_connection(gcs_uri, monkeypatch, tmp_path, make_version_dir):
+    from google.auth.credentials import AnonymousCredentials
+
+    monkeypatch.setenv("AIRFLOW_CONN_GCS_EMULATOR", json.dumps({"conn_type": "google_cloud_platform", "extra": {"is_anonymous": True, "project": "local"}}))
+    monkeypatch.setenv("PERSONA_DPO_GCP_CONN_ID", "gcs_emulator")
+    store = open_store(gcs_uri)
+    store.upload_version(NS, "v1", make_version_dir(tmp_path / "v1", "v1"))
+    store.promote(NS, "v1")
+    assert isinstance(store.client._credentials, AnonymousCredentials) and store.client.project == "local"
+    assert GCSStore(gcs_uri).latest(NS) == "v1"
+
+    monkeypatch.setenv("PERSONA_DPO_GCP_CONN_ID", "no_such_connection")
+    with pytest.raises(Exception, match="no_such_connection"):
+        open_store(gcs_uri).latest(NS)
