@@ -4,7 +4,8 @@ Project, location and model come from `evaluation.gemini` (project falls back
 to `GOOGLE_CLOUD_PROJECT`). Credentials: as an Airflow task, those of the
 connection `google_cloud_default` through the Google provider's
 `GenAIGenerativeModelHook` (which also supplies the default project); elsewhere
-the explicit `credentials` option or Application Default Credentials.
+the explicit `credentials` option or Application Default Credentials (also the fallback
+when a stage subprocess cannot read the connection).
 `GOOGLE_VERTEX_BASE_URL` (read by the SDK itself) points it at another endpoint.
 
 The SDK's retries are off (no `retry_options`, so one attempt per call);
@@ -32,11 +33,14 @@ def resolve_credentials(config: GeminiConfig, credentials: Any = None) -> tuple[
     """(credentials or None for ADC, project) for the Vertex AI client."""
     project = config.project or os.environ.get("GOOGLE_CLOUD_PROJECT")
     if credentials is None and os.environ.get("AIRFLOW_CTX_DAG_ID"):
-        from airflow.providers.google.cloud.hooks.gen_ai import GenAIGenerativeModelHook
+        try:
+            from airflow.providers.google.cloud.hooks.gen_ai import GenAIGenerativeModelHook
 
-        hook = GenAIGenerativeModelHook(gcp_conn_id=config.gcp_conn_id)
-        credentials = hook.get_credentials()
-        project = project or hook.project_id
+            hook = GenAIGenerativeModelHook(gcp_conn_id=config.gcp_conn_id)
+            credentials = hook.get_credentials()
+            project = project or hook.project_id
+        except Exception as exc:  # noqa: BLE001 - e.g. a stage subprocess that cannot reach the connection
+            log.warning("Airflow connection %r not usable (%s); using Application Default Credentials", config.gcp_conn_id, type(exc).__name__)
     if not project:
         raise ConfigError(
             "evaluation.judge='gemini' needs a Google Cloud project: set evaluation.gemini.project, "

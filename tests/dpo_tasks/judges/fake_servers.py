@@ -86,6 +86,8 @@ class FakeLLMServer:
         self.script = script
         self.rpm_limit, self.window_s = rpm_limit, window_s
         self.requests: list[Recorded] = []
+        self.token_requests: list[str] = []
+        self.access_token = "ya29.fake-token-from-the-token-endpoint"
         self._attempts: Counter[str] = Counter()
         self._accepted: deque[float] = deque()
         self._lock = threading.Lock()
@@ -138,6 +140,16 @@ class FakeLLMServer:
     # -- one request ------------------------------------------------------
 
     def _handle(self, h: BaseHTTPRequestHandler, raw: bytes) -> None:
+        if h.path == "/token":
+            # OAuth2 token endpoint (a service account's token_uri): trade the signed JWT for an access token.
+            self.token_requests.append(raw.decode())
+            payload = json.dumps({"access_token": self.access_token, "expires_in": 3600, "token_type": "Bearer"}).encode()
+            h.send_response(200)
+            h.send_header("content-type", "application/json")
+            h.send_header("content-length", str(len(payload)))
+            h.end_headers()
+            h.wfile.write(payload)
+            return
         body = json.loads(raw or b"{}")
         digest = hashlib.sha256(raw).hexdigest()
         now = time.monotonic()

@@ -109,3 +109,24 @@ def test_missing_project_is_a_clear_config_error(monkeypatch):
     monkeypatch.delenv("AIRFLOW_CTX_DAG_ID", raising=False)
     with pytest.raises(ConfigError, match="evaluation.gemini.project"):
         GeminiJudge(fast_config(project=None), credentials=creds())
+
+
+def test_under_airflow_credentials_come_from_google_cloud_default(gemini_server, tmp_path, monkeypatch):
+    """The GenAI hook reads the connection (a service-account key whose token_uri is the local server)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    srv = gemini_server()
+    pem = rsa.generate_private_key(public_exponent=65537, key_size=2048).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()).decode()
+    keyfile = {"type": "service_account", "project_id": "conn-project", "private_key_id": "k1", "private_key": pem,
+               "client_email": "judge@conn-project.iam.gserviceaccount.com", "client_id": "1", "token_uri": f"{srv.url}/token"}
+    conn = {"conn_type": "google_cloud_platform", "extra": {"keyfile_dict": json.dumps(keyfile), "project": "conn-project"}}
+    monkeypatch.setenv("AIRFLOW_CONN_GOOGLE_CLOUD_DEFAULT", json.dumps(conn))
+    monkeypatch.setenv("AIRFLOW_CTX_DAG_ID", "dpo_persona_b_indian_veg")
+    monkeypatch.delenv("GOOGLE_CLOUD_PROJECT", raising=False)
+    [j] = GeminiJudge(fast_config(project=None), cache_dir=tmp_path).judge_pairs(PERSONA, [ITEM])
+    assert j.status == "ok"
+    assert srv.token_requests and "assertion=" in srv.token_requests[0]
+    assert {r.headers["authorization"] for r in srv.requests} == {f"Bearer {srv.access_token}"}
+    assert "/projects/conn-project/" in srv.requests[0].path

@@ -206,3 +206,12 @@ def test_accounting_adds_up(groq_server, tmp_path):
     assert a["tokens_in"] > 0 and a["tokens_out"] > 0
     expected = (a["tokens_in"] * 0.59 + a["tokens_out"] * 0.79) / 1e6
     assert a["estimated_cost_usd"] == pytest.approx(expected, abs=1e-6)
+
+
+def test_under_airflow_the_key_comes_from_groq_default(groq_server, tmp_path, monkeypatch):
+    srv = groq_server()
+    monkeypatch.delenv("GROQ_API_KEY")
+    monkeypatch.setenv("AIRFLOW_CTX_DAG_ID", "dpo_persona_e_mexican_vegan")
+    monkeypatch.setenv("AIRFLOW_CONN_GROQ_DEFAULT", json.dumps({"conn_type": "generic", "password": "gsk_from_connection"}))
+    GroqJudge(fast_config(), cache_dir=tmp_path).judge_pairs(PERSONA, [ITEM])
+    assert {r.headers["authorization"] for r in srv.requests} == {"Bearer gsk_from_connection"}
