@@ -11,8 +11,8 @@
    minute as a fraction of the limit (goal >= 0.9), 429s received, failed
    items (goal 0).
 2. Rule share. On the default persona's generated variants (`--variants`, else
-   `runs/bench-labeling/<persona>/variants.jsonl`, generated once with the
-   embedded model and reused), the share of API calls the hard-constraint rule
+   `runs/bench-labeling/<persona>-<n>/variants.jsonl`, generated once with the
+   embedded model on the persona's defaults and reused), the share of API calls the hard-constraint rule
    saves (a forbidden ingredient in exactly one variant decides the pair).
 """
 
@@ -60,14 +60,18 @@ def throughput(persona, rpm: int, seconds: float, concurrency: int, workdir: Pat
             "rate_limited": limited, "failed": sum(j.status == "failed" for j in out), "invalid": sum(j.status == "invalid" for j in out)}
 
 
-def default_variants(persona_id: str) -> Path:
+def default_variants(persona_id: str, prompts: int | None) -> Path:
+    """The generate stage's variants on the persona's defaults (resumable, so a cut-short run continues)."""
     from dpo_tasks import generate
 
-    run_dir = ROOT / "runs" / "bench-labeling" / persona_id
     persona = load_persona(persona_id)
+    if prompts:
+        persona = with_overrides(persona, {"generation": {"num_prompts": prompts}})
     need = persona.config.generation.num_prompts
+    run_dir = ROOT / "runs" / "bench-labeling" / f"{persona_id}-{need}"
     if len(read_jsonl(run_dir / "variants.jsonl", tolerate_torn_tail=True)) < need:
-        print(f"generating variants for {persona_id} once with the embedded model (cached in {run_dir}) ...", flush=True)
+        print(f"generating {need} prompts x 2 variants for {persona_id} once with {persona.config.model.base} "
+              f"(cached in {run_dir}; minutes on a CPU) ...", flush=True)
         generate.run(persona, run_dir)
     return run_dir / "variants.jsonl"
 
@@ -95,6 +99,7 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=75, help="work for about this long at the limit (default %(default)s)")
     ap.add_argument("--concurrency", type=int, default=8)
     ap.add_argument("--variants", type=Path, default=None, help="variants.jsonl of a generate run (default: generated once)")
+    ap.add_argument("--prompts", type=int, default=None, help="prompts to generate when --variants is not given (default: generation.num_prompts)")
     ap.add_argument("--workdir", type=Path, default=ROOT / "runs" / "bench-labeling" / "work")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -108,7 +113,7 @@ def main() -> int:
           f"against a limit of {args.rpm}/min -> {t['fraction']:.3f} of the limit (goal >= 0.9); "
           f"429s received {t['rate_limited']}; items {t['items']}, failed {t['failed']} (goal 0), invalid {t['invalid']}")
 
-    variants = args.variants or default_variants(args.persona)
+    variants = args.variants or default_variants(args.persona, args.prompts)
     r = rule_share(persona, variants, args.workdir)
     print(f"hard-constraint rule on {args.persona} ({variants}): {r['decided_by_rule']}/{r['pairs']} pairs decided without the API, "
           f"{r['calls_saved']}/{r['calls_needed_without_rule']} calls saved = {r['share']:.3f} of calls")
