@@ -235,10 +235,16 @@ class RateLimiter:
             token_wait = max(0.0, -self._tokens * 60.0 / self._tpm)
             slot = max(now + token_wait, self._next_slot, self._paused_until)
             self._next_slot = slot + self._interval
-        delay = slot - self._clock()
-        if delay > 0:
-            self._sleep(delay)
-        return reserve
+        while True:
+            delay = slot - self._clock()
+            if delay > 0:
+                self._sleep(delay)
+            with self._lock:
+                if self._paused_until <= slot:
+                    return reserve
+                # A pause began while we waited and outlasts our slot: queue again behind it.
+                slot = max(self._next_slot, self._paused_until)
+                self._next_slot = slot + self._interval
 
     def settle(self, reserved: int, used: int) -> None:
         """Correct the token bucket with what the request really cost."""

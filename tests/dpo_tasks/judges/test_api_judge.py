@@ -79,6 +79,24 @@ def test_limiter_spaces_requests_evenly_and_honours_pause():
     assert sent == pytest.approx([0.0, 0.5, 1.0, 1.5, 6.5])
 
 
+def test_a_pause_during_the_wait_requeues_the_sleeper():
+    now = [0.0]
+    paused = []
+
+    def sleep(s):
+        if not paused:  # a 429 arrives elsewhere while this worker sleeps towards its slot
+            paused.append(True)
+            lim.pause(10.0)
+        now[0] += s
+
+    lim = RateLimiter(requests_per_minute=60, tokens_per_minute=10**9, clock=lambda: now[0], sleep=sleep)
+    lim.acquire(1)  # slot 0: goes at once
+    lim.acquire(1)  # slot 1 s, but the pause (until 10 s) starts during the wait
+    assert now[0] == pytest.approx(10.0)
+    lim.acquire(1)
+    assert now[0] == pytest.approx(11.0), "requests after a pause are still spaced"
+
+
 def test_limiter_waits_for_the_token_budget():
     now = [0.0]
     lim = RateLimiter(requests_per_minute=10**6, tokens_per_minute=600, clock=lambda: now[0], sleep=lambda s: now.__setitem__(0, now[0] + s))
