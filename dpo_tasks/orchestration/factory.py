@@ -1,7 +1,9 @@
 """Builds the DAGs: one `dpo_<persona_id>` per persona in personas.yaml, and `dpo_custom`.
 
-    prepare ─► feedback_export ─► generate ─► label ─► format ─► choose_runner ─┬─► train_local ───────────────────────┬─► evaluate ─► gate ─► publish
-                                                              └─► train_kubernetes.{stage_inputs ─► pod ─► fetch_outputs} ┘
+    prepare ─► feedback_export ─► generate ─► label ─► format ─┬─► choose_runner ─┬─► train_local ─────────────┬─► evaluate ─► gate ─► publish
+                                                                │                  └─► train_kubernetes.{stage_inputs  │                    ▲
+                                                                │                        ─► pod ─► fetch_outputs} ─────┘                    │
+                                                                └─► version_data (DVC) ─────────────────────────────────────────────────────┘
 
 `dpo_custom` replaces generate/label/format with the community's own dataset (validated in
 `prepare`). The DAG files in `dags/` only call `build_persona_dags()` / `build_custom_dag()`.
@@ -32,7 +34,7 @@ TRAIN_TIMEOUT = timedelta(hours=8)
 
 
 def _training_and_after(run: Any, *, after: Any) -> None:
-    """choose_runner ─► (local | kubernetes) ─► evaluate ─► gate ─► publish, appended after `after`."""
+    """choose_runner ─► (local | kubernetes) ─► evaluate ─► gate ─► publish, and version_data, after `after`."""
     branch = task.branch(tasks.choose_runner, task_id="choose_runner")(run)
     train_local = task(tasks.run_stage, task_id="train_local", execution_timeout=TRAIN_TIMEOUT)("train", run)
     with TaskGroup("train_kubernetes", tooltip="train in a pod on an A100 node, through the artifact store") as k8s:
@@ -47,6 +49,9 @@ def _training_and_after(run: Any, *, after: Any) -> None:
     gate = task(tasks.run_stage, task_id="gate")("gate", run)
     publish = task(tasks.publish_if_promoted, task_id="publish")(run)
     chain(after, branch, [train_local, k8s], evaluate, gate, publish)
+    # The datasets are pushed to the DVC remote while training runs; the model card needs their versions.
+    version_data = task(tasks.run_stage, task_id="version_data")("version-data", run)
+    chain(after, version_data, publish)
 
 
 def _persona_doc(persona: Persona, personas_path: str) -> str:
@@ -125,9 +130,11 @@ then the adapter is trained (local or A100 pod), evaluated with the base persona
 def _custom_params(cfg: PipelineConfig, persona_ids: list[str]) -> dict[str, Param]:
     form = persona_params(cfg)
     return {
+        # Required, but checked by `prepare` rather than by a default-less Param: Airflow builds
+        # the params of a run's callbacks without its conf, and a missing default fails there.
         "communityId": Param(
-            type="string", pattern=tasks.COMMUNITY_ID_RE.pattern, title="Community id",
-            description="Published under policies/<communityId>/ in the artifact store.",
+            None, type=["null", "string"], title="Community id (required)",
+            description="Letters, digits, '-' and '_' (up to 63). Published under policies/<communityId>/ in the artifact store.",
         ),
         "dataset": Param(
             None, type=["null", "array"], title="Dataset (inline)",

@@ -27,6 +27,8 @@ from dpo_tasks.runs import RunDir, read_json, write_json, write_jsonl
 log = logging.getLogger(__name__)
 
 COMMUNITY_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
+# `python -m dpo_tasks` exits with 2 on a ConfigError (bad settings or input).
+CONFIG_ERROR_RC = 2
 # Summaries larger than this are not XCom material; the task returns their path instead.
 MAX_XCOM_SUMMARY_BYTES = 32_768
 
@@ -39,7 +41,11 @@ def _context() -> dict[str, Any]:
 
 def stage_argv(stage: str, run: dict[str, Any]) -> list[str]:
     """The CLI call of `stage` for this run (what the local runner and the pod both execute)."""
-    return [stage, *run["args"]]
+    argv = [stage, *run["args"]]
+    if stage == "evaluate":
+        # Against the model users get now (the base model until a first version is published).
+        argv += ["--baseline", "latest", "--namespace", run["namespace"]]
+    return argv
 
 
 def common_args(persona_id: str, personas_file: Path, run_dir: Path, sets: list[str]) -> list[str]:
@@ -63,6 +69,23 @@ def _check_overrides(persona_id: str, personas_file: Path, sets: list[str]) -> N
     with_overrides(load_persona(persona_id, personas_file), parse_overrides(sets))
 
 
+def no_retry_on_bad_input(fn):
+    """Bad config or conf fails the task at once: a retry would fail the same way."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from airflow.sdk.exceptions import AirflowFailException
+
+        try:
+            return fn(*args, **kwargs)
+        except (ConfigError, ValueError, FileNotFoundError) as exc:
+            raise AirflowFailException(f"{type(exc).__name__}: {exc}") from exc
+
+    return wrapper
+
+
+@no_retry_on_bad_input
 def prepare_persona_run(persona_id: str, personas_file: str | None = None) -> dict[str, Any]:
     """Create the run directory, snapshot the config and turn the trigger form into CLI overrides.
 
@@ -136,7 +159,7 @@ def _stage_env(stage: str) -> dict[str, str]:
 
 def run_cli(argv: list[str], *, env: dict[str, str] | None = None) -> None:
     """Run `python -m dpo_tasks ARGV`, streaming its output to the task log; raise on failure."""
-    from airflow.sdk.exceptions import AirflowException
+    from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
     cmd = [sys.executable, "-m", "dpo_tasks", *argv]
     log.info("running: %s", " ".join(cmd[1:]))
@@ -152,6 +175,9 @@ def run_cli(argv: list[str], *, env: dict[str, str] | None = None) -> None:
         rc = proc.wait()
     if rc != 0:
         last = next((ln for ln in reversed(tail) if ln.strip()), "(no output)")
+        if rc == CONFIG_ERROR_RC:
+            # Bad settings or input fail the same way on every try: no retry.
+            raise AirflowFailException(f"{argv[0]}: {last}")
         raise AirflowException(f"{argv[0]} exited with code {rc}: {last}")
 
 
@@ -226,6 +252,7 @@ def fetch_train_outputs(run: dict[str, Any], staging: dict[str, str]) -> dict[st
 # --- the community flow (dpo_custom) ---------------------------------------------------------
 
 
+@no_retry_on_bad_input
 def prepare_custom_run(personas_file: str | None = None) -> dict[str, Any]:
     """Check the community conf, fetch the dataset, validate it into `dpo.jsonl` (bad rows logged)."""
     from dpo_tasks.store.sync import fetch_file

@@ -1,0 +1,111 @@
+"""Whole DAG runs with `dag.test()` on the tiny model and the local runner."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from dpo_tasks.config import load_persona
+from dpo_tasks.validate import toy_records
+from tests.dags.airflow_helpers import run_dag_test
+
+pytestmark = pytest.mark.slow
+
+PERSONA = "persona_e_mexican_vegan"
+PG_ADMIN = os.environ.get("PERSONA_DPO_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+K8S_PATH = {"train_kubernetes.stage_inputs", "train_kubernetes.pod", "train_kubernetes.fetch_outputs"}
+
+
+def tiny(model_dir) -> dict:
+    return {
+        "model.base": str(model_dir), "generation.max_new_tokens": 8, "generation.batch_size": 8,
+        "evaluation.max_new_tokens": 8, "training.batch_size": 2, "training.grad_accum": 1, "training.max_length": 128,
+        "training.max_prompt_length": 96, "training.lora_r": 4, "training.lora_alpha": 8, "labeling.min_margin": 0,
+    }
+
+
+@pytest.fixture
+def feedback_db():
+    """Feedback in a throwaway database: the tiny model's own answers tie under the rule judge,
+    so this run's preference pairs come from users' ratings, as in a feedback-triggered run."""
+    import psycopg2
+
+    from dpo_tasks.feedback.db import create_database, drop_database, migrate
+
+    url = create_database(PG_ADMIN, prefix="test_dags")
+    conn = psycopg2.connect(url)
+    try:
+        migrate(conn)
+        rows = []
+        for rec in toy_records(load_persona(PERSONA), 4, seed=3):
+            rows += [(PERSONA, rec["prompt"], rec["chosen"], "good"), (PERSONA, rec["prompt"], rec["rejected"], "bad")]
+        with conn.cursor() as cur:
+            cur.executemany("INSERT INTO feedback (persona_id, prompt, response, rating) VALUES (%s, %s, %s, %s)", rows)
+            cur.execute("SELECT max(id) FROM feedback")
+            (max_id,) = cur.fetchone()
+        conn.commit()
+    finally:
+        conn.close()
+    yield url, max_id
+    drop_database(PG_ADMIN, url)
+
+
+def test_persona_dag_runs_every_stage_and_publishes(airflow_home, tiny_model_dir, feedback_db):
+    url, max_id = feedback_db
+    conf = {
+        "num_prompts": 2, "epochs": 1, "min_win_rate_lower_bound": 0.0, "overrides": tiny(tiny_model_dir),
+        "feedback": {"persona_id": PERSONA, "from_id": 0, "to_id": max_id},
+    }
+    result, output = run_dag_test(airflow_home, f"dpo_{PERSONA}", conf, FEEDBACK_DB_URL=url)
+
+    assert result["state"] == "success", output[-6000:]
+    tasks = result["tasks"]
+    assert {t for t, s in tasks.items() if s == "skipped"} == K8S_PATH
+    assert {t for t, s in tasks.items() if s != "skipped"} == set(tasks) - K8S_PATH
+    assert all(tasks[t] == "success" for t in set(tasks) - K8S_PATH), tasks
+
+    run_dir = airflow_home / "runs" / PERSONA / _safe(result["run_id"])
+    publish = json.loads((run_dir / "publish.json").read_text())
+    assert publish["published"] and publish["latest_moved"]
+    store = airflow_home / "store" / PERSONA
+    assert (store / "LATEST").read_text().strip() == publish["version"]
+    card = json.loads((store / publish["version"] / "model_card.json").read_text())
+    assert card  # the model card travelled with the version
+    labeled = [json.loads(ln) for ln in (run_dir / "labeled.jsonl").read_text().splitlines()]
+    assert labeled and all(r["source"] == "feedback" for r in labeled)
+
+
+def test_custom_dag_gate_refuses_and_publish_is_skipped_with_the_reason(airflow_home, tiny_model_dir):
+    rows = toy_records(load_persona(PERSONA), 6, seed=1)
+    bad = [{"prompt": "p", "chosen": "same", "rejected": "same"}, {"prompt": "only a prompt"}]
+    conf = {
+        "communityId": "vegan-bakers", "dataset": rows + bad, "min_win_rate_lower_bound": 1.0, "epochs": 1,
+        "overrides": tiny(tiny_model_dir),
+    }
+    result, output = run_dag_test(airflow_home, "dpo_custom", conf)
+
+    assert result["state"] == "success", output[-6000:]
+    tasks = result["tasks"]
+    assert tasks["publish"] == "skipped"
+    assert all(tasks[t] == "success" for t in ("prepare", "train_local", "evaluate", "gate", "version_data")), tasks
+    assert "not publishing: the gate rejected the candidate: win-rate lower bound" in output
+    # Bad rows are named in the log; the good ones trained.
+    assert "dataset row rejected: item 6" in output and "dataset row rejected: item 7" in output
+    assert not (airflow_home / "store" / "policies" / "vegan-bakers" / "LATEST").exists()
+
+
+def test_custom_dag_fails_when_no_row_is_usable(airflow_home):
+    conf = {"communityId": "empty-club", "dataset": [{"prompt": "x", "chosen": "", "rejected": "y"}]}
+    result, output = run_dag_test(airflow_home, "dpo_custom", conf, timeout=300)
+    assert result["state"] == "failed"
+    assert result["tasks"]["prepare"] == "failed"
+    assert "no usable row in the dataset" in output
+    assert "PERSONA DPO FAILURE: dpo_custom run" in output
+
+
+def _safe(run_id: str) -> str:
+    from dpo_tasks.orchestration.common import safe_run_id
+
+    return safe_run_id(run_id)
