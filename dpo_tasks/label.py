@@ -11,6 +11,10 @@ identical are dropped and counted by reason. Pairs from user feedback
 (`feedback_pairs.jsonl`, if present) are validated and appended with source
 "feedback".
 
+With `labeling.judge: reward` the row's N candidates (`variant_a`, `variant_b`,
+`variant_c`, ...) are ranked by a reward model instead: best vs worst, kept when
+the reward margin reaches `labeling.reward.min_margin` (see dpo_tasks.judges.reward).
+
 `labeled.jsonl` is rewritten atomically on every run. API judges keep their own
 verdict cache in `<run_dir>/judge_cache/`, so a rerun after a kill makes no
 call for pairs already judged.
@@ -89,7 +93,7 @@ def run(persona: Persona, run_dir: str | RunDir, *, judge: Judge | None = None) 
     if judge is None:
         judge = make_judge(cfg.judge, persona, **judge_options(cfg.judge, run_dir))
     log.info("label %s: judging %d of %d pairs with %r (both orders, min margin %.2f)",
-             persona.id, len(items), len(rows), judge.name, cfg.min_margin)
+             persona.id, len(items), len(rows), judge.name, cfg.reward.min_margin if cfg.judge == "reward" else cfg.min_margin)
     labeled: list[dict[str, Any]] = []
     try:
         progress = Progress(f"label {persona.id}", len(rows) if cfg.judge == "reward" else len(items), unit="pairs", logger=log)
@@ -137,7 +141,7 @@ def run(persona: Persona, run_dir: str | RunDir, *, judge: Judge | None = None) 
         "stage": "label",
         "persona": persona.id,
         "judge": judge.name,
-        "min_margin": cfg.min_margin,
+        "min_margin": cfg.reward.min_margin if cfg.judge == "reward" else cfg.min_margin,
         "input_pairs": len(rows),
         "judged": len(items),
         "kept": generated,
