@@ -82,6 +82,10 @@ class GeminiJudge(ApiJudge):
             http_options=types.HttpOptions(timeout=int(config.timeout_s * 1000)),
         )
 
+    def close(self) -> None:
+        super().close()
+        self._client.close()
+
     def _send(self, prompt: JudgePrompt) -> ApiAnswer:
         import httpx
         from google.auth import exceptions as auth_exceptions

@@ -135,6 +135,10 @@ class GroqJudge(ApiJudge):
             finish_reason=choice.finish_reason,
         )
 
+    def close(self) -> None:
+        super().close()
+        self._client.close()
+
     def _observe_budget(self, headers: Any) -> None:
         """Groq says how much of its token budget is left; wait for the reset instead of earning a 429."""
         try:
