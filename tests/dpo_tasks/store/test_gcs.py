@@ -275,3 +275,43 @@ def test_inside_airflow_the_client_comes_from_the_gcshook_connection(gcs_uri, mo
     monkeypatch.setenv("PERSONA_DPO_GCP_CONN_ID", "no_such_connection")
     with pytest.raises(Exception, match="no_such_connection"):
         open_store(gcs_uri).latest(NS)
+
+
+def _trained_run_dir(root, tag: str):
+    """A run dir as train/evaluate/gate leave it, ready for `publish`."""
+    (root / "train" / "adapter").mkdir(parents=True)
+    (root / "train" / "adapter" / "adapter_config.json").write_text(json.dumps({"r": 4, "tag": tag}))
+    (root / "train" / "adapter" / "adapter_model.safetensors").write_bytes(tag.encode() * 100)
+    (root / "train" / "metrics.json").write_text(json.dumps({"train_loss": 0.6}))
+    (root / "eval").mkdir()
+    (root / "eval" / "summary_stats.json").write_text(json.dumps({"judge": "rules", "n": 20, "win_rate": 0.8, "ci_low": 0.58, "ci_high": 0.92}))
+    (root / "gate.json").write_text(json.dumps({"decision": "promote", "reason": "ci_low >= 0.5", "threshold": 0.5}))
+    for name in ("prompts.jsonl", "labeled.jsonl", "dpo.jsonl"):
+        (root / name).write_text(json.dumps({"id": tag, "source": "generated"}) + "\n")
+    return root
+
+
+@pytest.mark.parametrize("namespace", [pytest.param(NS, id="persona"), pytest.param("policies/community-7", id="community")])
+def test_publish_and_rollback_commands_on_gcs(gcs_uri, tmp_path, namespace):
+    cli = [sys.executable, "-m", "dpo_tasks"]
+    common = ["--persona", NS, "--store", gcs_uri, "--namespace", namespace]
+    versions = []
+    for i, tag in enumerate(("first", "second")):
+        proc = subprocess.run([*cli, "publish", *common, "--run-dir", str(_trained_run_dir(tmp_path / tag, tag)), "--run-id", tag],
+                              capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        versions.append(json.loads((tmp_path / tag / "publish.json").read_text())["version"])
+        time.sleep(1.1 if i == 0 else 0)  # version names carry the second
+
+    store = GCSStore(gcs_uri)
+    assert store.list_versions(namespace) == versions and store.latest(namespace) == versions[1]
+    card = json.loads(store.bucket.blob(f"{store.prefix}/{namespace}/{versions[1]}/model_card.json").download_as_text())
+    assert card["run_id"] == "second" and set(card["data_sha256"]) == {"prompts.jsonl", "labeled.jsonl", "dpo.jsonl"}
+
+    proc = subprocess.run([*cli, "rollback", *common], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert f"{versions[1]} -> {versions[0]}" in proc.stdout
+    assert store.latest(namespace) == versions[0]
+    if namespace.startswith("policies/"):
+        served = store.bucket.blob(f"{store.prefix}/{namespace}/LATEST/adapter/adapter_config.json").download_as_text()
+        assert json.loads(served)["tag"] == "first"
