@@ -11,8 +11,9 @@
    minute as a fraction of the limit (goal >= 0.9), 429s received, failed
    items (goal 0).
 2. Rule share. On the default persona's generated variants (`--variants`, else
-   `runs/bench-labeling/<persona>-<n>/variants.jsonl`, generated once with the
-   embedded model on the persona's defaults and reused), the share of API calls the hard-constraint rule
+   `runs/bench-labeling/<persona>-<n>/variants.jsonl`: `--prompts` prompts
+   (default 16) generated once with the embedded model on the persona's
+   defaults, then reused), the share of API calls the hard-constraint rule
    saves (a forbidden ingredient in exactly one variant decides the pair).
 """
 
@@ -60,13 +61,11 @@ def throughput(persona, rpm: int, seconds: float, concurrency: int, workdir: Pat
             "rate_limited": limited, "failed": sum(j.status == "failed" for j in out), "invalid": sum(j.status == "invalid" for j in out)}
 
 
-def default_variants(persona_id: str, prompts: int | None) -> Path:
+def default_variants(persona_id: str, prompts: int) -> Path:
     """The generate stage's variants on the persona's defaults (resumable, so a cut-short run continues)."""
     from dpo_tasks import generate
 
-    persona = load_persona(persona_id)
-    if prompts:
-        persona = with_overrides(persona, {"generation": {"num_prompts": prompts}})
+    persona = with_overrides(load_persona(persona_id), {"generation": {"num_prompts": prompts}})
     need = persona.config.generation.num_prompts
     run_dir = ROOT / "runs" / "bench-labeling" / f"{persona_id}-{need}"
     if len(read_jsonl(run_dir / "variants.jsonl", tolerate_torn_tail=True)) < need:
@@ -99,7 +98,9 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=75, help="work for about this long at the limit (default %(default)s)")
     ap.add_argument("--concurrency", type=int, default=8)
     ap.add_argument("--variants", type=Path, default=None, help="variants.jsonl of a generate run (default: generated once)")
-    ap.add_argument("--prompts", type=int, default=None, help="prompts to generate when --variants is not given (default: generation.num_prompts)")
+    ap.add_argument("--prompts", type=int, default=16,
+                    help="prompts to generate when --variants is not given (default %(default)s keeps the first run short; "
+                         "the pipeline default is 60)")
     ap.add_argument("--workdir", type=Path, default=ROOT / "runs" / "bench-labeling" / "work")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
