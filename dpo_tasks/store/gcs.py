@@ -194,6 +194,7 @@ class GCSStore(Store):
 
     def upload_version(self, namespace: str, version: str, local_dir: Path) -> str:
         from google.api_core.exceptions import PreconditionFailed
+        from google.cloud.storage.retry import DEFAULT_RETRY
 
         local_dir = Path(local_dir)
         prefix = self._version_key(namespace, version)
@@ -209,14 +210,18 @@ class GCSStore(Store):
             crcs[entry["path"]] = crc32c_b64(path)
             blob = self.bucket.blob(f"{prefix}/{entry['path']}")
             blob.metadata = {"sha256": entry["sha256"]}
-            # Leftovers of a crashed attempt are overwritten: without MANIFEST.json they were never a version.
-            blob.upload_from_filename(str(path), checksum="crc32c")
+            # Leftovers of a crashed attempt are overwritten: without MANIFEST.json they were never a
+            # version. Rewriting the same bytes is idempotent, so transient errors are retried (the
+            # client retries unconditional uploads only when asked).
+            blob.upload_from_filename(str(path), checksum="crc32c", retry=DEFAULT_RETRY)
             progress.advance(entry["size"])
         self._verify_uploaded(namespace, version, manifest, crcs)
         try:
             manifest_blob.upload_from_filename(str(local_dir / MANIFEST), if_generation_match=0, content_type="application/json")
         except PreconditionFailed:
-            raise StoreError(f"version {version!r} of {namespace!r} was completed by another writer while uploading; versions are immutable") from None
+            # Also what a retried request sees when its first attempt landed.
+            if self._remote_manifest(namespace, version) != manifest:
+                raise StoreError(f"version {version!r} of {namespace!r} was completed by another writer while uploading; versions are immutable") from None
         log.info("uploaded %s/%s: %d files verified", namespace, version, len(manifest["files"]))
         return self.version_uri(namespace, version)
 
@@ -251,6 +256,12 @@ class GCSStore(Store):
         try:
             blob.upload_from_string(version + "\n", content_type="text/plain", if_generation_match=generation)
         except PreconditionFailed:
+            if self.latest(namespace) == version:
+                # A retried request whose first attempt landed, or a writer that wanted the same version.
+                log.info("LATEST of %s already points at %r", namespace, version)
+                if namespace.startswith(COMMUNITY_PREFIX):
+                    self._mirror_served(namespace, version)
+                return
             raise StoreError(
                 f"LATEST of {namespace!r} changed while promoting {version!r} (generation {generation} "
                 "is no longer current): another publish or rollback won; re-read and retry"
@@ -261,6 +272,8 @@ class GCSStore(Store):
 
     def _mirror_served(self, namespace: str, version: str) -> None:
         """Copy the served files of `version` to `<namespace>/LATEST/` (server-side) and drop stale ones."""
+        from google.cloud.storage.retry import DEFAULT_RETRY
+
         src = f"{self._version_key(namespace, version)}/"
         dst = f"{self._ns_key(namespace)}/{LATEST}/"
         bucket = self.bucket
@@ -268,7 +281,7 @@ class GCSStore(Store):
         for blob in self.client.list_blobs(self.bucket_name, prefix=src):
             rel = blob.name[len(src):]
             if rel.startswith(COMMUNITY_SERVED[0]) or rel in COMMUNITY_SERVED[1:]:
-                bucket.copy_blob(blob, bucket, dst + rel)
+                bucket.copy_blob(blob, bucket, dst + rel, retry=DEFAULT_RETRY)
                 wanted.add(rel)
         for blob in self.client.list_blobs(self.bucket_name, prefix=dst):
             if blob.name[len(dst):] not in wanted:

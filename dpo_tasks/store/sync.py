@@ -83,6 +83,8 @@ def push(root: str | os.PathLike[str], rel_paths: Iterable[str] | None, uri: str
     copied = 0
     progress = Progress(f"push to {uri}", len(files), unit="files", logger=log)
     if _is_gcs(uri):
+        from google.cloud.storage.retry import DEFAULT_RETRY
+
         bucket_name, prefix = split_gs_uri(uri)
         client = client or make_client()
         bucket = client.bucket(bucket_name)
@@ -91,7 +93,8 @@ def push(root: str | os.PathLike[str], rel_paths: Iterable[str] | None, uri: str
         for src, rel in files:
             blob = existing.get(key(rel)) or bucket.get_blob(key(rel))
             if blob is None or blob.size != src.stat().st_size or blob.crc32c != crc32c_b64(src):
-                bucket.blob(key(rel)).upload_from_filename(str(src), checksum="crc32c")
+                # Re-sending the same file is idempotent: retry transient errors.
+                bucket.blob(key(rel)).upload_from_filename(str(src), checksum="crc32c", retry=DEFAULT_RETRY)
                 copied += 1
             progress.advance()
         for name, blob in existing.items():

@@ -195,18 +195,30 @@ def test_concurrent_promotes_exactly_one_wins(store, tmp_path, make_version_dir)
     assert store.latest(NS) == winners[0]
 
 
+class _SlowReader(GCSStore):
+    """Another writer promotes `sneak_in` between this store's read of LATEST and its write."""
+
+    def __init__(self, uri: str, sneak_in: str):
+        super().__init__(uri)
+        self.other, self.sneak_in = GCSStore(uri), sneak_in
+
+    def _pointer(self, namespace):
+        seen = super()._pointer(namespace)
+        self.other.promote(namespace, self.sneak_in)
+        return seen
+
+
 def test_precondition_stops_a_writer_that_read_a_stale_generation(published):
     """The interleaving the generation precondition exists for: B promotes between A's read and A's write."""
-    other = GCSStore(published.uri)
-
-    class SlowReader(GCSStore):
-        def _pointer(self, namespace):
-            seen = super()._pointer(namespace)
-            other.promote(namespace, "v2")
-            return seen
-
+    published.promote(NS, "v2")
     with pytest.raises(StoreError, match="changed while promoting"):
-        SlowReader(published.uri).promote(NS, "v1")  # no expected_current: only the precondition guards
+        _SlowReader(published.uri, sneak_in="v1").promote(NS, "v2")  # no expected_current: only the precondition guards
+    assert published.latest(NS) == "v1"
+
+
+def test_a_lost_precondition_to_the_same_version_is_not_an_error(published):
+    """What a retried LATEST write sees when its first attempt landed: LATEST already says what we wanted."""
+    _SlowReader(published.uri, sneak_in="v2").promote(NS, "v2")
     assert published.latest(NS) == "v2"
 
 
