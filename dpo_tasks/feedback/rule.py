@@ -155,6 +155,11 @@ def claim_crossing(conn: Any, persona_id: str, rule: FeedbackConfig, *, claim_ke
                 (persona_id,),
             )
             cur.execute("SELECT 1 FROM feedback_watermarks WHERE persona_id = %s FOR UPDATE", (persona_id,))
+            # Ids are handed out at insert time but become visible at commit, so an
+            # insert still in flight may hold an id below the newest visible one. SHARE
+            # mode waits for those writers and holds new ones back until this commit,
+            # so no rating can land below the new watermark unseen.
+            cur.execute("LOCK TABLE feedback IN SHARE MODE")
             cur.execute(
                 "SELECT persona_id, claim_key, from_id, to_id, total, good, triggered_at"
                 " FROM feedback_triggers WHERE claim_key = %s",

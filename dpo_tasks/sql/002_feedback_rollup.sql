@@ -4,6 +4,10 @@
 -- 1,000 or 1,000,000 ratings are waiting (a persona whose users stay happy never
 -- triggers, so its window only grows). Kept exact by statement-level triggers in
 -- the writing transaction: a poll sees the table and the rollup at one snapshot.
+-- Writers of the same persona and block wait for each other's commit on the
+-- rollup row (the app's one-rating transactions: microseconds; a large
+-- ingest-feedback transaction: its whole length). Rows are upserted in key
+-- order so two multi-row writers cannot deadlock.
 -- The block size 1024 is also in dpo_tasks/feedback/rule.py (WINDOW_SQL).
 CREATE TABLE IF NOT EXISTS feedback_rollup (
     persona_id TEXT   NOT NULL,
@@ -18,14 +22,14 @@ BEGIN
     IF TG_OP IN ('UPDATE', 'DELETE') THEN
         INSERT INTO feedback_rollup AS r (persona_id, block, total, good)
         SELECT persona_id, id / 1024, -count(*), -count(*) FILTER (WHERE rating = 'good')
-        FROM old_rows GROUP BY 1, 2
+        FROM old_rows GROUP BY 1, 2 ORDER BY 1, 2
         ON CONFLICT (persona_id, block)
         DO UPDATE SET total = r.total + excluded.total, good = r.good + excluded.good;
     END IF;
     IF TG_OP IN ('INSERT', 'UPDATE') THEN
         INSERT INTO feedback_rollup AS r (persona_id, block, total, good)
         SELECT persona_id, id / 1024, count(*), count(*) FILTER (WHERE rating = 'good')
-        FROM new_rows GROUP BY 1, 2
+        FROM new_rows GROUP BY 1, 2 ORDER BY 1, 2
         ON CONFLICT (persona_id, block)
         DO UPDATE SET total = r.total + excluded.total, good = r.good + excluded.good;
     END IF;

@@ -205,3 +205,34 @@ def test_rollup_keeps_the_poll_exact_across_blocks_updates_and_deletes(db):
         cur.execute("SELECT count(*) FROM feedback_rollup")
         assert cur.fetchone()[0] == 0
     db.commit()
+
+
+def test_claim_waits_for_an_insert_in_flight_below_the_newest_id(db, feedback_db_url, add_feedback):
+    """Ids are assigned before commit: a slow writer's row must not end up under the watermark unseen."""
+    import threading
+
+    import psycopg2
+
+    slow = psycopg2.connect(feedback_db_url)
+    with slow.cursor() as cur:
+        cur.execute("INSERT INTO feedback (persona_id, prompt, response, rating) VALUES (%s, 'p', 'slow', 'bad') RETURNING id", (PERSONA,))
+        slow_id = cur.fetchone()[0]
+    with db.cursor() as cur:
+        # Other personas' ratings in between: the next ones land in a later rollup block, whose
+        # row the slow writer does not hold (same-block writers wait for each other's commit).
+        cur.execute("SELECT setval(pg_get_serial_sequence('feedback', 'id'), 2047)")
+    db.commit()
+    add_feedback(PERSONA, good=0, bad=10)  # committed, ids 2048-2057, above the slow writer's
+    rule = FeedbackConfig(min_feedback=5, max_good_ratio=0.5, cooldown_hours=0)
+    result = {}
+    claimer = psycopg2.connect(feedback_db_url)
+    thread = threading.Thread(target=lambda: result.update(claim=claim_crossing(claimer, PERSONA, rule, claim_key="k")[0]))
+    thread.start()
+    thread.join(0.7)
+    assert thread.is_alive(), "claimed while an insert below its window was still in flight"
+    slow.commit()
+    thread.join(10)
+    slow.close()
+    claimer.close()
+    claim = result["claim"]
+    assert (claim.total, claim.to_id) == (11, 2057) and slow_id == 1
