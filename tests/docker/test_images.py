@@ -234,3 +234,32 @@ def test_helm_values_wire_the_package():
     conns = {s["envName"] for s in values["secret"]}
     assert conns == {"AIRFLOW_CONN_GROQ_DEFAULT", "AIRFLOW_CONN_FEEDBACK_DB", "AIRFLOW_CONN_GOOGLE_CLOUD_DEFAULT"}
     assert values["postgresql"]["enabled"] is False and values["executor"] == "KubernetesExecutor"
+
+
+@pytest.mark.parametrize("dockerfile", ["airflow.Dockerfile", "trainer.Dockerfile"])
+def test_the_package_builds_from_what_the_image_copies_and_carries_its_data(dockerfile, tmp_path):
+    """`pip install --no-deps /opt/persona-dpo` in the image sees only the COPYed files."""
+    import zipfile
+
+    context = tmp_path / "opt-persona-dpo"
+    context.mkdir()
+    for instruction, args in _instructions(DOCKER / dockerfile):
+        sources = [a for a in args.split() if not a.startswith("--")][:-1] if instruction == "COPY" else []
+        for src in sources:
+            if src in ("dags", "plugins") or src.startswith("docker/") or src == "constraints.txt":
+                continue  # not part of the package build
+            path = REPO / src
+            if path.is_dir():
+                shutil.copytree(path, context / src, ignore=shutil.ignore_patterns("__pycache__"))
+            else:
+                shutil.copy(path, context / src)
+    proc = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path / "dist"), str(context)],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (wheel,) = (tmp_path / "dist").glob("persona_dpo-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    needed = [p.relative_to(REPO).as_posix() for sub in ("data", "sql") for p in (REPO / "dpo_tasks" / sub).rglob("*") if p.is_file()]
+    assert needed and not [n for n in needed if n not in names]
+    assert "dpo_tasks/cli.py" in names and "dpo_tasks/store/gcs.py" in names
