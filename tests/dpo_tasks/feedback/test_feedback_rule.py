@@ -236,3 +236,21 @@ def test_claim_waits_for_an_insert_in_flight_below_the_newest_id(db, feedback_db
     claimer.close()
     claim = result["claim"]
     assert (claim.total, claim.to_id) == (11, 2057) and slow_id == 1
+
+
+def test_cli_feedback_status_reads_every_persona_without_claiming(db, add_feedback, feedback_db_url):
+    import os
+
+    add_feedback(PERSONA, good=10, bad=50)
+    env = {**os.environ, "FEEDBACK_DB_URL": feedback_db_url}
+    result = subprocess.run([sys.executable, "-m", "dpo_tasks", "feedback-status", "--json"], capture_output=True, text=True, env=env, timeout=120)
+    assert result.returncode == 0, result.stderr
+    rows = {r["persona_id"]: r for r in json.loads(result.stdout)}
+    assert len(rows) == 6
+    assert rows[PERSONA]["retrain"] is True and rows[PERSONA]["new_feedback"] == 60 and rows[PERSONA]["good_ratio"] == 0.1667
+    assert rows["persona_a_korean_spicy"]["retrain"] is False
+    assert "0 new feedback < min_feedback 50" in rows["persona_a_korean_spicy"]["reason"]
+    table = subprocess.run([sys.executable, "-m", "dpo_tasks", "feedback-status", "--persona", PERSONA], capture_output=True, text=True, env=env, timeout=120)
+    assert "RETRAIN" in table.stdout and PERSONA in table.stdout
+    # Status only reads: the watermark did not move.
+    assert poll_window(db, PERSONA).from_id == 0
