@@ -50,6 +50,8 @@ A plant-based Mexican dinner that is smoky, zesty and fully vegan, with no chees
         pytest.param(VEGAN, "Top with cashew crema.", [], id="allowed-cashew-crema"),
         pytest.param(KETO, "Serve over cauliflower rice.", [], id="allowed-cauliflower-rice"),
         pytest.param(KETO, "Serve over steamed rice.", [("rice", "rice")], id="plain-rice-for-keto"),
+        pytest.param(KETO, "Splash of rice vinegar and Shaoxing rice wine.", [], id="allowed-rice-seasonings-for-keto"),
+        pytest.param(VEGAN, "A buttermilk dressing.", [("buttermilk", "dairy")], id="buttermilk-listed-is-not-butter"),
         pytest.param(ITALIAN, "Toss with gluten-free pasta and basil.", [], id="allowed-gluten-free-pasta"),
         pytest.param(ITALIAN, "Toss spaghetti with basil.", [("spaghetti", "pasta")], id="spaghetti-is-pasta"),
         pytest.param(VEGAN, "No meat, dairy or eggs in this one.", [], id="negated-list"),
