@@ -108,3 +108,18 @@ def test_cli_feedback_export(db, tmp_path, feedback_db_url):
     assert result.returncode == 0, result.stderr
     assert "1 feedback pairs, 1 feedback prompts" in result.stdout
     assert read_jsonl(RunDir(tmp_path).feedback_pairs)[0]["rejected"] == "Dal with ham"
+
+
+def test_claimed_window_exports_through_the_airflow_connection(db, tmp_path, feedback_db_url, monkeypatch):
+    """What a feedback-triggered persona run does: the monitor's conf in, files out, via PostgresHook."""
+    from dpo_tasks.config import FeedbackConfig
+    from dpo_tasks.feedback.rule import claim_crossing
+
+    _insert(db, [(PERSONA, "Dal?", f"Tadka dal {i}", "good", None) for i in range(2)]
+            + [(PERSONA, "Dal?", f"Dal with ham {i}", "bad", None) for i in range(3)])
+    claim, _ = claim_crossing(db, PERSONA, FeedbackConfig(min_feedback=5, max_good_ratio=0.5, cooldown_hours=0), claim_key="m")
+    monkeypatch.delenv("FEEDBACK_DB_URL", raising=False)
+    monkeypatch.setenv("AIRFLOW_CONN_FEEDBACK_DB", feedback_db_url)
+    summary = run(load_persona(PERSONA), str(tmp_path), window=claim.conf()["feedback"])
+    assert (summary["from_id"], summary["to_id"], summary["pairs"], summary["bad_prompts"]) == (0, 5, 3, 1)
+    assert {p["rejected"] for p in read_jsonl(RunDir(tmp_path).feedback_pairs)} == {f"Dal with ham {i}" for i in range(3)}
