@@ -289,7 +289,8 @@ def format_validation_error(where: str, err: ValidationError, *, config_key: str
 
 def _read_yaml(path: Path) -> dict[str, Any]:
     try:
-        raw = yaml.safe_load(path.read_text())
+        # libyaml's loader when present: the DAG processor parses this file on every DAG file parse.
+        raw = yaml.load(path.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     except FileNotFoundError:
         raise ConfigError(f"personas file not found: {str(path)!r}") from None
     except yaml.YAMLError as exc:

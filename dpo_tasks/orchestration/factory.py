@@ -1,9 +1,8 @@
 """Builds the DAGs: one `dpo_<persona_id>` per persona in personas.yaml, and `dpo_custom`.
 
-    prepare ─► feedback_export ─► generate ─► label ─► format ─┬─► choose_runner ─┬─► train_local ─────────────┬─► evaluate ─► gate ─► publish
-                                                                │                  └─► train_kubernetes.{stage_inputs  │                    ▲
-                                                                │                        ─► pod ─► fetch_outputs} ─────┘                    │
-                                                                └─► version_data (DVC) ─────────────────────────────────────────────────────┘
+    prepare ─► feedback_export ─► generate ─► label ─► format ─┬─► choose_runner ─┬─► train_local ──────┬─► evaluate ─► gate ─► publish
+                                                                │                  └─► train_kubernetes ─┘                       ▲
+                                                                └─► version_data (DVC) ──────────────────────────────────────────┘
 
 `dpo_custom` replaces generate/label/format with the community's own dataset (validated in
 `prepare`). The DAG files in `dags/` only call `build_persona_dags()` / `build_custom_dag()`.
@@ -12,15 +11,17 @@
 from __future__ import annotations
 
 import logging
+from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import Any, Iterator
 
-from airflow.sdk import DAG, Param, TaskGroup, TriggerRule, chain, get_parsing_context, task
+from airflow.sdk import DAG, Param, ParamsDict, TriggerRule, chain, get_parsing_context
 
 from dpo_tasks.config import DEFAULT_PERSONA, PersonasFile, PipelineConfig, Persona, load_personas_lenient
 from dpo_tasks.orchestration import tasks
 from dpo_tasks.orchestration.common import DAGRUN_TIMEOUT, POOL_A100, POOL_GROQ, default_args, on_failure_callback
 from dpo_tasks.orchestration.params import persona_params
+from dpo_tasks.orchestration.operators import ChooseRunnerOperator, StageOperator
 from dpo_tasks.orchestration.pod import TrainPodOperator
 
 log = logging.getLogger(__name__)
@@ -33,24 +34,40 @@ STAGE_TIMEOUT = timedelta(hours=3)
 TRAIN_TIMEOUT = timedelta(hours=8)
 
 
+@contextmanager
+def _tasks_share_dag_params(dag: DAG) -> Iterator[None]:
+    """Build tasks without copying the DAG's params into each of them.
+
+    Airflow deep-copies a DAG's params into every operator, once per level of its class hierarchy;
+    with a trigger form on every persona DAG that dominates parse time. A task's params matter only
+    when it runs, and then they are the DAG's params merged with the task's own
+    (`airflow.sdk.definitions.param.process_params`), so the tasks lose nothing.
+    """
+    params = dag.params
+    # object.__setattr__: the attrs converter and validator would re-validate every Param.
+    object.__setattr__(dag, "params", ParamsDict())
+    try:
+        yield
+    finally:
+        object.__setattr__(dag, "params", params)
+
+
+def _stage(task_id: str, call: Any, *args: Any, run: Any = None, **kwargs: Any) -> StageOperator:
+    return StageOperator(task_id=task_id, call=call, args=args, run=run, **kwargs)
+
+
 def _training_and_after(run: Any, *, after: Any) -> None:
-    """choose_runner ─► (local | kubernetes) ─► evaluate ─► gate ─► publish, and version_data, after `after`."""
-    branch = task.branch(tasks.choose_runner, task_id="choose_runner")(run)
-    train_local = task(tasks.run_stage, task_id="train_local", execution_timeout=TRAIN_TIMEOUT)("train", run)
-    with TaskGroup("train_kubernetes", tooltip="train in a pod on an A100 node, through the artifact store") as k8s:
-        staging = task(tasks.stage_train_inputs, task_id="stage_inputs")(run)
-        pod = TrainPodOperator(task_id="pod", run=run, staging=staging, pool=POOL_A100, execution_timeout=TRAIN_TIMEOUT)
-        fetched = task(tasks.fetch_train_outputs, task_id="fetch_outputs")(run, staging)
-        staging >> pod >> fetched
-    evaluate = task(
-        tasks.run_stage, task_id="evaluate", execution_timeout=STAGE_TIMEOUT,
-        trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS,
-    )("evaluate", run)
-    gate = task(tasks.run_stage, task_id="gate")("gate", run)
-    publish = task(tasks.publish_if_promoted, task_id="publish")(run)
-    chain(after, branch, [train_local, k8s], evaluate, gate, publish)
+    """choose_runner ─► (train_local | train_kubernetes) ─► evaluate ─► gate ─► publish, and version_data."""
+    branch = ChooseRunnerOperator(task_id="choose_runner", run=run)
+    train_local = _stage("train_local", tasks.run_stage, "train", run=run, execution_timeout=TRAIN_TIMEOUT)
+    train_k8s = TrainPodOperator(task_id="train_kubernetes", run=run, pool=POOL_A100, execution_timeout=TRAIN_TIMEOUT)
+    evaluate = _stage("evaluate", tasks.run_stage, "evaluate", run=run, execution_timeout=STAGE_TIMEOUT,
+                      trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS)
+    gate = _stage("gate", tasks.run_stage, "gate", run=run)
+    publish = _stage("publish", tasks.publish_if_promoted, run=run)
+    chain(after, branch, [train_local, train_k8s], evaluate, gate, publish)
     # The datasets are pushed to the DVC remote while training runs; the model card needs their versions.
-    version_data = task(tasks.run_stage, task_id="version_data")("version-data", run)
+    version_data = _stage("version_data", tasks.run_stage, "version-data", run=run)
     chain(after, version_data, publish)
 
 
@@ -99,12 +116,12 @@ def build_persona_dag(persona: Persona, personas_path: str | None = None) -> DAG
         on_failure_callback=on_failure_callback,
         params=persona_params(persona.config),
         tags=PERSONA_TAGS,
-    ) as dag:
-        run = task(tasks.prepare_persona_run, task_id="prepare")(persona.id, path)
-        feedback = task(tasks.export_feedback, task_id="feedback_export")(run)
-        generate = task(tasks.run_stage, task_id="generate", execution_timeout=STAGE_TIMEOUT)("generate", run)
-        label = task(tasks.run_stage, task_id="label", execution_timeout=STAGE_TIMEOUT, pool=POOL_GROQ)("label", run)
-        fmt = task(tasks.run_stage, task_id="format")("format", run)
+    ) as dag, _tasks_share_dag_params(dag):
+        run = _stage("prepare", tasks.prepare_persona_run, persona.id, path).output
+        feedback = _stage("feedback_export", tasks.export_feedback, run=run)
+        generate = _stage("generate", tasks.run_stage, "generate", run=run, execution_timeout=STAGE_TIMEOUT)
+        label = _stage("label", tasks.run_stage, "label", run=run, execution_timeout=STAGE_TIMEOUT, pool=POOL_GROQ)
+        fmt = _stage("format", tasks.run_stage, "format", run=run)
         chain(feedback, generate, label, fmt)
         _training_and_after(run, after=fmt)
     return dag
@@ -169,8 +186,8 @@ def build_custom_dag(personas: PersonasFile) -> DAG:
         on_failure_callback=on_failure_callback,
         params=_custom_params(cfg, sorted(personas.personas)),
         tags=CUSTOM_TAGS,
-    ) as dag:
-        run = task(tasks.prepare_custom_run, task_id="prepare")(str(personas.path))
+    ) as dag, _tasks_share_dag_params(dag):
+        run = _stage("prepare", tasks.prepare_custom_run, str(personas.path)).output
         _training_and_after(run, after=run)
     return dag
 

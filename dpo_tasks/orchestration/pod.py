@@ -1,7 +1,7 @@
 """The train stage as a pod on an A100 node: `GKEStartPodOperator`, or `KubernetesPodOperator`
 when `training.kubernetes.gke` is false.
 
-`TrainPodOperator` is what the DAG holds. Importing the Kubernetes and Google providers costs
+`TrainPodOperator` is what the DAG holds (task `train_kubernetes`). Importing the Kubernetes and Google providers costs
 about a second and pulls in the Google client libraries, so the DAG file must not; the real
 operator is built on the worker, from the run's own config (personas.yaml snapshot + the run's
 overrides), and runs in its place: deferrable (the triggerer watches the pod, no worker slot is
@@ -93,28 +93,35 @@ def build_pod_operator(
 
 
 class TrainPodOperator(BaseOperator):
-    """Runs the train stage in a pod on an A100 node through the provider operator built at run time."""
+    """Train in a pod on an A100 node: stage the inputs, run the provider operator built at run
+    time, fetch the outputs into the run directory. Returns the train stage's summary."""
 
-    template_fields: Sequence[str] = ("run", "staging")
+    template_fields: Sequence[str] = ("run",)
     ui_color = "#c8e6c9"
 
-    def __init__(self, *, run: Any, staging: Any, **kwargs: Any):
+    def __init__(self, *, run: Any, **kwargs: Any):
         super().__init__(**kwargs)
         self.run = run
-        self.staging = staging
 
-    def _delegate(self):
-        op = build_pod_operator(self.run, self.staging, task_id=self.task_id, execution_timeout=self.execution_timeout)
+    def _delegate(self, staging: dict[str, str]):
+        op = build_pod_operator(self.run, staging, task_id=self.task_id, execution_timeout=self.execution_timeout)
         self._pod_op = op
         return op
 
     def execute(self, context: Any) -> Any:
-        return self._delegate().execute(context)
+        from dpo_tasks.orchestration.tasks import fetch_train_outputs, stage_train_inputs
+
+        # Deferrable: this raises TaskDeferred while the pod runs, and the work ends in trigger_reentry.
+        self._delegate(stage_train_inputs(self.run)).execute(context)
+        return fetch_train_outputs(self.run)
 
     def trigger_reentry(self, context: Any, event: dict[str, Any]) -> Any:
         # The provider operator deferred with method_name="trigger_reentry"; the task runner calls it
-        # on this task when the triggerer reports back.
-        return self._delegate().trigger_reentry(context, event)
+        # on this task when the triggerer reports back. It defers again while the pod still runs.
+        from dpo_tasks.orchestration.tasks import fetch_train_outputs, staging_for
+
+        self._delegate(staging_for(self.run)).trigger_reentry(context, event)
+        return fetch_train_outputs(self.run)
 
     def on_kill(self) -> None:
         op = getattr(self, "_pod_op", None)

@@ -198,7 +198,7 @@ def run_stage(stage: str, run: dict[str, Any]) -> dict[str, Any]:
 
 def choose_runner(run: dict[str, Any]) -> str:
     """Branch: the task id of the training path this run uses."""
-    return "train_local" if run["runner"] == "local" else "train_kubernetes.stage_inputs"
+    return "train_local" if run["runner"] == "local" else "train_kubernetes"
 
 
 def publish_if_promoted(run: dict[str, Any]) -> dict[str, Any]:
@@ -228,19 +228,24 @@ def staging_uri(run: dict[str, Any]) -> str:
     return f"{root.rstrip('/')}/{run['namespace']}/{run['run_id']}"
 
 
+def staging_for(run: dict[str, Any]) -> dict[str, str]:
+    base = staging_uri(run)
+    return {"inputs": f"{base}/inputs", "outputs": f"{base}/outputs"}
+
+
 def stage_train_inputs(run: dict[str, Any]) -> dict[str, str]:
     from dpo_tasks.store.sync import push
 
-    base = staging_uri(run)
-    staging = {"inputs": f"{base}/inputs", "outputs": f"{base}/outputs"}
+    staging = staging_for(run)
     push(Path(run["run_dir"]), TRAIN_INPUTS, staging["inputs"])
     log.info("staged %s for the training pod at %s", ", ".join(TRAIN_INPUTS), staging["inputs"])
     return staging
 
 
-def fetch_train_outputs(run: dict[str, Any], staging: dict[str, str]) -> dict[str, Any]:
+def fetch_train_outputs(run: dict[str, Any]) -> dict[str, Any]:
     from dpo_tasks.store.sync import pull
 
+    staging = staging_for(run)
     rd = RunDir(run["run_dir"])
     pulled = pull(staging["outputs"], rd.root)
     log.info("fetched %d files of the pod's training output from %s", pulled, staging["outputs"])

@@ -48,9 +48,9 @@ def test_dag_settings(dagbag, dag_id):
         assert t.retry_exponential_backoff > 1, t.task_id
         assert t.on_failure_callback, t.task_id
     tasks = {t.task_id: t for t in dag.tasks}
-    for stage in ("train_local", "train_kubernetes.pod", "evaluate", "gate", "publish"):
+    for stage in ("train_local", "train_kubernetes", "evaluate", "gate", "publish"):
         assert stage in tasks, stage
-    assert tasks["train_kubernetes.pod"].pool == POOL_A100
+    assert tasks["train_kubernetes"].pool == POOL_A100
     assert tasks["evaluate"].trigger_rule == "none_failed_min_one_success"
     assert "gate" in tasks["publish"].upstream_task_ids
 

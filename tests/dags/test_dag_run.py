@@ -15,7 +15,7 @@ pytestmark = pytest.mark.slow
 
 PERSONA = "persona_e_mexican_vegan"
 PG_ADMIN = os.environ.get("PERSONA_DPO_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
-K8S_PATH = {"train_kubernetes.stage_inputs", "train_kubernetes.pod", "train_kubernetes.fetch_outputs"}
+K8S_PATH = {"train_kubernetes"}
 
 
 def tiny(model_dir) -> dict:

@@ -102,28 +102,45 @@ def test_startup_timeout_below_gpu_scale_up_is_refused(tmp_path):
         build_pod_operator(run, STAGING)
 
 
-def test_train_pod_operator_resumes_through_the_provider_operator(tmp_path):
-    """After the triggerer reports, the task runner calls `trigger_reentry` on the DAG's task:
-    it must reach the provider operator's handler with the run's config."""
+def test_train_pod_operator_stages_inputs_and_resumes_through_the_provider_operator(tmp_path, monkeypatch):
+    """The DAG's task stages the run's inputs, starts the provider operator (which defers), and when
+    the triggerer reports back, the task runner calls `trigger_reentry` on the DAG's task: it must
+    reach the provider operator's handler and then bring the pod's outputs into the run dir."""
+    from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
+    from airflow.sdk.exceptions import TaskDeferred
+
+    monkeypatch.setenv("PERSONA_DPO_STAGING", str(tmp_path / "staging"))
     run = make_run(tmp_path, ["training.kubernetes.gke=false"])
-    op = TrainPodOperator(task_id="pod", run=run, staging=STAGING)
-    assert set(op.template_fields) == {"run", "staging"}
+    (Path(run["run_dir"]) / "dpo.jsonl").write_text('{"prompt": "p", "chosen": "c", "rejected": "r"}\n')
+    op = TrainPodOperator(task_id="train_kubernetes", run=run)
+    assert set(op.template_fields) == {"run"}
     seen = {}
 
-    from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
+    def fake_execute(self, context):
+        seen["args"] = self.arguments
+        raise TaskDeferred(trigger=None, method_name="trigger_reentry")
 
     def fake_reentry(self, context, event):
-        seen.update(event=event, image=self.image, args=self.arguments)
-        return "done"
+        # What the pod's `remote` call leaves in the staging outputs.
+        out = tmp_path / "staging" / PERSONA / run["run_id"] / "outputs"
+        (out / "train" / "adapter").mkdir(parents=True)
+        (out / "train" / "adapter" / "adapter_config.json").write_text("{}")
+        (out / "summaries").mkdir()
+        (out / "summaries" / "train.json").write_text('{"steps": 3}')
+        seen["event"] = event
 
-    mp = pytest.MonkeyPatch()
-    mp.setattr(KubernetesPodOperator, "trigger_reentry", fake_reentry)
-    try:
-        assert op.resume_execution("trigger_reentry", {"event": {"status": "success"}}, context={}) == "done"
-    finally:
-        mp.undo()
-    assert seen["event"] == {"status": "success"}
+    monkeypatch.setattr(KubernetesPodOperator, "execute", fake_execute)
+    monkeypatch.setattr(KubernetesPodOperator, "trigger_reentry", fake_reentry)
+    with pytest.raises(TaskDeferred):
+        op.execute(context={})
+    staged = tmp_path / "staging" / PERSONA / run["run_id"] / "inputs"
+    assert sorted(p.name for p in staged.iterdir()) == ["dpo.jsonl", "personas.yaml"]
     assert seen["args"][-len(run["args"]) - 1:] == ["train", *run["args"]]
+
+    summary = op.resume_execution("trigger_reentry", {"event": {"status": "success"}}, context={})
+    assert seen["event"] == {"status": "success"}
+    assert summary == {"steps": 3}
+    assert (Path(run["run_dir"]) / "train" / "adapter" / "adapter_config.json").exists()
 
 
 def test_remote_pulls_runs_the_stage_and_pushes(tmp_path):

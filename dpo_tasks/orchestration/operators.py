@@ -1,0 +1,44 @@
+"""The two small operators the DAGs are made of, besides the training pod.
+
+`StageOperator` calls one function of `dpo_tasks.orchestration.tasks` with the run description
+(an XCom of `prepare`) and returns what it returns (a small summary) to XCom. It is a
+PythonOperator without the virtualenv machinery that module imports: DAG files are parsed
+constantly, and for every persona.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+from airflow.sdk import BaseBranchOperator, BaseOperator
+
+
+class StageOperator(BaseOperator):
+    """`call(*args, run)`; without `run` (the `prepare` task), `call(*args)`."""
+
+    template_fields: Sequence[str] = ("run",)
+    ui_color = "#e3f2fd"
+
+    def __init__(self, *, call: Callable[..., Any], args: Sequence[Any] = (), run: Any = None, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.call = call
+        self.args = tuple(args)
+        self.run = run
+
+    def execute(self, context: Any) -> Any:
+        return self.call(*self.args) if self.run is None else self.call(*self.args, self.run)
+
+
+class ChooseRunnerOperator(BaseBranchOperator):
+    """Follows `train_local` or `train_kubernetes`, as the run's `training_runner` param says."""
+
+    template_fields: Sequence[str] = ("run",)
+
+    def __init__(self, *, run: Any, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.run = run
+
+    def choose_branch(self, context: Any) -> str:
+        from dpo_tasks.orchestration.tasks import choose_runner
+
+        return choose_runner(self.run)
