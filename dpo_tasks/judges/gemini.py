@@ -115,6 +115,8 @@ class GeminiJudge(ApiJudge):
             raise TransientError(f"Vertex AI did not answer within {self.config.timeout_s}s") from None
         except httpx.TransportError as exc:
             raise TransientError(f"cannot reach Vertex AI: {type(exc).__name__}") from None
+        except auth_exceptions.TransportError as exc:
+            raise TransientError(f"cannot reach the Google token endpoint: {type(exc).__name__}") from None
         except auth_exceptions.GoogleAuthError as exc:
             raise FatalError(f"Google credentials rejected: {type(exc).__name__}") from None
         except ValueError as exc:

@@ -111,16 +111,21 @@ def test_missing_project_is_a_clear_config_error(monkeypatch):
         GeminiJudge(fast_config(project=None), credentials=creds())
 
 
-def test_under_airflow_credentials_come_from_google_cloud_default(gemini_server, tmp_path, monkeypatch):
-    """The GenAI hook reads the connection (a service-account key whose token_uri is the local server)."""
+def service_account_key(token_uri: str, project: str) -> dict:
+    """A throwaway service-account key; its token_uri sends the JWT-for-token exchange to the local server."""
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import rsa
 
-    srv = gemini_server()
     pem = rsa.generate_private_key(public_exponent=65537, key_size=2048).private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()).decode()
-    keyfile = {"type": "service_account", "project_id": "conn-project", "private_key_id": "k1", "private_key": pem,
-               "client_email": "judge@conn-project.iam.gserviceaccount.com", "client_id": "1", "token_uri": f"{srv.url}/token"}
+    return {"type": "service_account", "project_id": project, "private_key_id": "k1", "private_key": pem,
+            "client_email": f"judge@{project}.iam.gserviceaccount.com", "client_id": "1", "token_uri": token_uri}
+
+
+def test_under_airflow_credentials_come_from_google_cloud_default(gemini_server, tmp_path, monkeypatch):
+    """The GenAI hook reads the connection (a service-account key whose token_uri is the local server)."""
+    srv = gemini_server()
+    keyfile = service_account_key(f"{srv.url}/token", "conn-project")
     conn = {"conn_type": "google_cloud_platform", "extra": {"keyfile_dict": json.dumps(keyfile), "project": "conn-project"}}
     monkeypatch.setenv("AIRFLOW_CONN_GOOGLE_CLOUD_DEFAULT", json.dumps(conn))
     monkeypatch.setenv("AIRFLOW_CTX_DAG_ID", "dpo_persona_b_indian_veg")
@@ -130,3 +135,37 @@ def test_under_airflow_credentials_come_from_google_cloud_default(gemini_server,
     assert srv.token_requests and "assertion=" in srv.token_requests[0]
     assert {r.headers["authorization"] for r in srv.requests} == {f"Bearer {srv.access_token}"}
     assert "/projects/conn-project/" in srv.requests[0].path
+
+
+@pytest.mark.slow
+def test_evaluate_stage_with_gemini_keeps_the_summary_keys(gemini_server, tmp_path, tiny_model_dir, monkeypatch):
+    """`evaluate --set evaluation.judge=gemini` end to end, credentials from ADC (a service-account key file)."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from dpo_tasks import evaluate
+    from dpo_tasks.runs import RunDir
+
+    srv = gemini_server()
+    adc = tmp_path / "adc.json"
+    adc.write_text(json.dumps(service_account_key(f"{srv.url}/token", "test-project")))
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(adc))
+    monkeypatch.delenv("AIRFLOW_CTX_DAG_ID", raising=False)
+    rd = RunDir(tmp_path / "run").ensure()
+    torch.manual_seed(1)
+    lora = LoraConfig(r=4, lora_alpha=64, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_dir), lora).save_pretrained(rd.adapter)
+    base = {"model": {"base": str(tiny_model_dir)}, "generation": {"batch_size": 10}}
+    gemini = with_overrides(PERSONA, {**base, "evaluation": {"judge": "gemini", "max_new_tokens": 8, "gemini": fast_config().model_dump()}})
+
+    summary = evaluate.run(gemini, rd)
+    assert summary["judge"] == "gemini" and summary["n"] == 20 and summary["failed"] == 0
+    assert len(srv.requests) == 40 and srv.token_requests  # both orders per case, token from the ADC key's exchange
+    assert set(summary["criteria_means"]["candidate"]) == set(CRITERIA) and sum(summary["confidence"].values()) == 20
+    assert summary["judge_accounting"]["calls_made"] == 40
+    html = (rd.eval / "evaluation_report.html").read_text()
+    assert "gemini" in html
+
+    rules = evaluate.run(with_overrides(PERSONA, {**base, "evaluation": {"max_new_tokens": 8}}), rd)
+    assert set(rules) == set(summary)
