@@ -2,9 +2,12 @@
 
 Each row needs `persona_id`, `prompt`, `response` and `rating` (good/bad;
 also up/down, thumbs_up/thumbs_down, 1/0, true/false); `model_version`,
-`comment` and `created_at` (ISO 8601) are optional. A bad row is reported
-with its line number and skipped; the good rows are inserted, in one
-transaction, so a crash half way inserts nothing and a rerun is safe.
+`comment`, `created_at` (ISO 8601) and `id` (the app's own id for the
+rating) are optional. A bad row is reported with its line number and
+skipped; the good rows are inserted in one transaction, so a crash half way
+inserts nothing. Each row gets a `source_key` (the `id`, else a hash of its
+content and how many identical rows came before it in the file), so loading
+the same file again inserts nothing twice.
 
 Usage:
     python -m dpo_tasks ingest-feedback feedback.jsonl [--db-url URL]
@@ -16,9 +19,11 @@ from __future__ import annotations
 import argparse
 import csv
 import datetime as dt
+import hashlib
 import json
 import logging
 import sys
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -28,7 +33,7 @@ from dpo_tasks.runs import Progress
 
 log = logging.getLogger(__name__)
 
-FIELDS = ("persona_id", "model_version", "prompt", "response", "rating", "comment", "created_at")
+FIELDS = ("id", "persona_id", "model_version", "prompt", "response", "rating", "comment", "created_at")
 REQUIRED = ("persona_id", "prompt", "response", "rating")
 _RATINGS = {
     "good": "good", "up": "good", "thumbs_up": "good", "1": "good", "+1": "good", "true": "good",
@@ -43,10 +48,14 @@ class IngestReport:
     path: str
     rows: int = 0
     inserted: int = 0
+    already_loaded: int = 0
     errors: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"path": self.path, "rows": self.rows, "inserted": self.inserted, "bad_rows": len(self.errors), "errors": self.errors}
+        return {
+            "path": self.path, "rows": self.rows, "inserted": self.inserted, "already_loaded": self.already_loaded,
+            "bad_rows": len(self.errors), "errors": self.errors,
+        }
 
 
 def normalize_rating(value: Any) -> str:
@@ -60,7 +69,7 @@ def validate_row(raw: Any, known_personas: set[str] | None) -> dict[str, Any]:
     """One input record -> the row to insert; ValueError naming the field and value otherwise."""
     if not isinstance(raw, dict):
         raise ValueError(f"expected an object with fields {', '.join(REQUIRED)}, got {type(raw).__name__}")
-    unknown = sorted(k for k in raw if k not in FIELDS and k != "id")
+    unknown = sorted(k for k in raw if k not in FIELDS)
     if unknown:
         raise ValueError(f"unknown field(s) {unknown!r}; allowed: {', '.join(FIELDS)}")
     for name in REQUIRED:
@@ -97,7 +106,18 @@ def validate_row(raw: Any, known_personas: set[str] | None) -> dict[str, Any]:
             raise ValueError(f"field 'created_at' = {created!r} is not an ISO 8601 time") from None
         # A time without a zone is taken as UTC rather than the server's zone.
         row["created_at"] = parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.timezone.utc)
+    source_id = raw.get("id")
+    if source_id not in (None, ""):
+        if not isinstance(source_id, (str, int)) or isinstance(source_id, bool):
+            raise ValueError(f"field 'id' = {source_id!r} must be a string or an integer")
+        row["source_key"] = f"id:{source_id}"
     return row
+
+
+def content_key(row: dict[str, Any]) -> str:
+    fields = [row["persona_id"], row["model_version"], row["prompt"], row["response"], row["rating"], row["comment"],
+              row["created_at"].isoformat() if row["created_at"] else None]
+    return hashlib.sha256(json.dumps(fields, ensure_ascii=False).encode("utf-8")).hexdigest()
 
 
 def read_records(path: Path) -> Iterator[tuple[int, Any]]:
@@ -125,9 +145,10 @@ def read_records(path: Path) -> Iterator[tuple[int, Any]]:
 
 
 INSERT_SQL = (
-    "INSERT INTO feedback (persona_id, model_version, prompt, response, rating, comment, created_at)"
+    "INSERT INTO feedback (persona_id, model_version, prompt, response, rating, comment, created_at, source_key)"
     " VALUES (%(persona_id)s, %(model_version)s, %(prompt)s, %(response)s, %(rating)s, %(comment)s,"
-    " coalesce(%(created_at)s, now()))"
+    " coalesce(%(created_at)s, now()), %(source_key)s)"
+    " ON CONFLICT (source_key) DO NOTHING"
 )
 
 
@@ -137,30 +158,41 @@ def ingest(conn: Any, path: str | Path, *, known_personas: set[str] | None = Non
         raise FileNotFoundError(f"feedback file not found: {str(path)!r}")
     report = IngestReport(path=str(path))
     good: list[dict[str, Any]] = []
+    seen: Counter[str] = Counter()
     for lineno, record in read_records(path):
         report.rows += 1
         try:
             if isinstance(record, Exception):
                 raise record
-            good.append(validate_row(record, known_personas))
+            row = validate_row(record, known_personas)
         except ValueError as exc:
             report.errors.append(f"{path.name}:{lineno}: {exc}")
+            continue
+        if "source_key" not in row:
+            key = content_key(row)
+            # Two identical ratings in one file are two ratings; the same file loaded twice is not.
+            row["source_key"] = f"sha256:{key}:{seen[key]}"
+            seen[key] += 1
+        good.append(row)
     for err in report.errors:
         log.warning("skipping bad row %s", err)
     if dry_run or not good:
         return report
     progress = Progress(f"ingest {path.name}", len(good), unit="rows")
+    inserted = 0
     try:
         with conn.cursor() as cur:
             for i in range(0, len(good), BATCH):
                 batch = good[i : i + BATCH]
                 cur.executemany(INSERT_SQL, batch)
+                inserted += max(cur.rowcount, 0)
                 progress.advance(len(batch))
         conn.commit()
     except BaseException:
         conn.rollback()
         raise
-    report.inserted = len(good)
+    report.inserted = inserted
+    report.already_loaded = len(good) - inserted
     return report
 
 
@@ -188,7 +220,8 @@ def main(args: argparse.Namespace) -> int:
             conn.close()
     for err in report.errors:
         print(f"bad row {err}", file=sys.stderr)
-    verb = "valid" if args.dry_run else "inserted"
-    count = report.rows - len(report.errors) if args.dry_run else report.inserted
-    print(f"{args.file}: {report.rows} rows, {count} {verb}, {len(report.errors)} bad")
+    if args.dry_run:
+        print(f"{args.file}: {report.rows} rows, {report.rows - len(report.errors)} valid, {len(report.errors)} bad")
+    else:
+        print(f"{args.file}: {report.rows} rows, {report.inserted} inserted, {report.already_loaded} already loaded, {len(report.errors)} bad")
     return 1 if report.errors else 0

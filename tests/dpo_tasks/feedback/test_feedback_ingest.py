@@ -74,6 +74,26 @@ def test_csv_with_quoted_multiline_cells(db, tmp_path):
     assert rows[1][3] == "bad" and rows[1][4] is None
 
 
+def test_loading_the_same_file_twice_inserts_nothing_twice(db, tmp_path):
+    same = {"persona_id": "persona_b_indian_veg", "prompt": "dal?", "response": "Dal tadka", "rating": "good"}
+    path = tmp_path / "again.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in [
+        same, same,  # two users, same rating: two rows
+        {**same, "rating": "bad"},
+        {**same, "id": "app-17"}, {**same, "id": "app-18", "comment": "changed"},
+    ]) + "\n")
+    first = ingest(db, path, known_personas=PERSONAS)
+    assert (first.inserted, first.already_loaded) == (5, 0)
+    second = ingest(db, path, known_personas=PERSONAS)
+    assert (second.inserted, second.already_loaded) == (0, 5)
+    rows = _rows(db)
+    assert len(rows) == 5
+    with db.cursor() as cur:
+        cur.execute("SELECT total, good FROM feedback_rollup")
+        assert cur.fetchall() == [(5, 4)]
+    db.rollback()
+
+
 @pytest.mark.parametrize(
     "value, expected",
     [
@@ -98,5 +118,5 @@ def test_cli_ingest_exit_status_and_report(db, tmp_path, feedback_db_url):
     result = subprocess.run([sys.executable, "-m", "dpo_tasks", "ingest-feedback", str(path)], capture_output=True, text=True, env=env, timeout=120)
     assert result.returncode == 1
     assert "in.jsonl:2: field 'rating' = '?' is invalid" in result.stderr
-    assert "2 rows, 1 inserted, 1 bad" in result.stdout
+    assert "2 rows, 1 inserted, 0 already loaded, 1 bad" in result.stdout
     assert len(_rows(db)) == 1
