@@ -44,10 +44,19 @@ _NEGATOR = re.compile(
     r"leave out|leaving out|hold the|instead of|in place of|rather than|free (?:of|from)|"
     r"replac(?:e|es|ed|ing)|swap(?:ped|ping|s)?(?: out)?|don't|do not|doesn't|does not|zero)\b"
 )
-_FILLER = {"use", "using", "add", "adding", "added", "include", "including", "need", "needed", "any", "the",
-           "a", "an", "some", "contain", "containing", "of", "to", "it", "real", "traditional"}
-_SCOPE_STOP = {"but", "then", "with", "for", "by", "plus", "so", "and then", "add", "use", "serve", "top",
-               "stir", "cook", "while", "until", "instead", "yet"}
+# "not"/"never"/"don't" negate an ingredient only through a verb of using it:
+# "do not add fish sauce" is a negation, "do not overcook the chicken" is not.
+_VERBAL_NEGATORS = {"not", "never", "don't", "do not", "doesn't", "does not"}
+_USE_VERBS = {"use", "using", "add", "adding", "added", "include", "including", "need", "needed", "contain",
+              "containing", "require", "requires", "call", "calls"}
+_FILLER = _USE_VERBS | {"any", "the", "a", "an", "some", "of", "for", "to", "it", "real", "traditional"}
+# "no more than 2 eggs" limits an amount; it does not remove the eggs.
+_NOT_A_NEGATION_AFTER_NO = {"more", "less", "fewer", "longer", "later", "sooner", "matter", "doubt", "problem"}
+# A negator followed by a cooking action is about technique, not ingredients
+# ("without stirring the cream", "avoid overcooking the beef").
+_COOKING_VERB = re.compile(r"^(?:\w+ing|over\w+|let|burn|cook|stir|crowd|rinse|forget|touch|move|flip|wash|rush|worry)$")
+_SCOPE_STOP = {"but", "then", "with", "for", "by", "plus", "so", "add", "use", "serve", "top", "stir", "cook", "while",
+               "until", "instead", "yet"}
 _SCOPE_WORDS = 6
 _SCOPE_BREAK = re.compile(r"[.;:!?\n()]")
 _WORD = re.compile(r"[a-z][a-z'-]*")
@@ -144,15 +153,25 @@ def _blank(text: str, spans: list[tuple[int, int]]) -> str:
 def _negated_spans(text: str) -> list[tuple[int, int]]:
     spans = []
     for neg in _NEGATOR.finditer(text):
-        pos = neg.end()
+        negator, pos = neg.group(), neg.end()
         brk = _SCOPE_BREAK.search(text, pos)
         limit = brk.start() if brk else len(text)
+        words = list(_WORD.finditer(text, pos, limit))
+        if not words:
+            continue
+        first = words[0].group()
+        if negator in _VERBAL_NEGATORS and first not in _USE_VERBS:
+            continue
+        if negator == "no" and first in _NOT_A_NEGATION_AFTER_NO:
+            continue
         end, counted, started = pos, 0, False
-        for word in _WORD.finditer(text, pos, limit):
+        for word in words:
             w = word.group()
             if not started and w in _FILLER:
                 end = word.end()
                 continue
+            if not started and w not in _USE_VERBS and _COOKING_VERB.match(w):
+                break
             if started and w in _SCOPE_STOP:
                 break
             started = True
