@@ -8,8 +8,9 @@ Scores one recipe 0-10 on the five shared criteria:
   first ("cauliflower rice" for keto), and so are mentions that say the
   ingredient is absent or replaced: "no meat", "without cheese or cream",
   "instead of butter", "dairy-free", "non-dairy", "vegan chorizo",
-  "chorizo-style mushrooms". One forbidden ingredient drops the score to 4,
-  each further one by 1.5 more.
+  "chorizo-style mushrooms". Cooking advice is not a negation: "do not
+  overcook the chicken" and "no more than 2 eggs" still count. One forbidden
+  ingredient drops the score to 4, each further one by 1.5 more.
 - persona_alignment: the persona's cuisine named, its style keywords and
   dietary labels, its preferred ingredients.
 - preferred_ingredients: how many of the persona's preferred ingredients appear.
