@@ -146,6 +146,14 @@ def load_records(path: str | Path) -> tuple[list[Any], list[str], list[Problem]]
         except json.JSONDecodeError as exc:
             return [], [], [Problem(f"line {exc.lineno}", f"not valid JSON: {exc.msg}")]
         return data, [f"item {i}" for i in range(len(data))], []
+    if text.lstrip().startswith("{") and text.strip().count("\n"):
+        try:
+            whole = json.loads(text)
+        except json.JSONDecodeError:
+            whole = None
+        if isinstance(whole, dict):
+            return [], [], [Problem("line 1", f"one JSON object with keys {sorted(whole)!r} spread over several lines; "
+                                              "expected a JSON list or JSONL (one record per line)")]
     records, where, problems = [], [], []
     for n, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
@@ -264,4 +272,6 @@ def main(args: argparse.Namespace) -> int:
     if args.stats:
         print(json.dumps(stats(result), indent=2))
     print(f"{args.file}: {result.total} records, {len(result.good)} good, {result.bad} bad")
-    return 1 if result.problems else 0
+    if not result.total:
+        print(f"{args.file}: no records", file=sys.stderr)
+    return 1 if result.problems or not result.total else 0

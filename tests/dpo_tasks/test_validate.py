@@ -141,3 +141,18 @@ def test_toy_data_more_records_than_ingredient_combinations_stay_distinct(person
 def test_toy_data_size_must_be_positive(tmp_path, capsys):
     assert cli(["toy-data", "--out", str(tmp_path / "t.jsonl"), "--size", "0"]) == 2
     assert "size=0 must be at least 1" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        pytest.param("", "no records", id="empty-file"),
+        pytest.param(json.dumps({"data": [GOOD]}, indent=2), "one JSON object with keys ['data'] spread over several lines", id="wrapped-object"),
+    ],
+)
+def test_cli_unusable_files_fail(tmp_path, capsys, text, message):
+    path = tmp_path / "d.json"
+    path.write_text(text)
+    assert cli(["validate", str(path)]) == 1
+    captured = capsys.readouterr()
+    assert message in captured.out + captured.err
