@@ -17,7 +17,10 @@ Scores one recipe 0-10 on the five shared criteria:
 - structure: an ingredient list, numbered steps, a reasonable length, a title,
   not cut off mid-sentence, not repetitive.
 - overall: weighted, compliance dominating; any violation caps it at 3, so a
-  well-written recipe that breaks the diet never beats a plain one that keeps it.
+  well-written recipe that breaks the diet never beats a plain one that keeps it,
+  and a degenerate answer (a model stuck in a loop) is capped at 2, so it never
+  beats a real compliant recipe and is rarely "chosen" over a bad one by the
+  labeling margin.
 
 Word boundaries are literal: "eggplant" is not "egg", "buttercup squash" and
 "butternut" are not "butter", but "peanut butter" is butter unless the persona
@@ -34,6 +37,10 @@ from dpo_tasks.config import Persona
 from dpo_tasks.judges.base import Judge, OrderedVerdict, Scores
 
 VIOLATION_CAP = 3.0
+# A looping, degenerate answer keeps the diet only by saying nothing; capped
+# below a violation so a pair of two bad answers rarely clears the label margin.
+DEGENERATE_CAP = 2.0
+DEGENERATE_REPETITION = 0.5
 WEIGHTS = {"constraint_compliance": 0.35, "persona_alignment": 0.25, "preferred_ingredients": 0.2, "structure": 0.2}
 PREFERRED_SCALE = (0.0, 4.0, 6.5, 8.5, 10.0)  # by number of distinct preferred ingredients used
 
@@ -141,7 +148,15 @@ def _rules_for(persona: Persona) -> tuple[_Rules, dict[str, str]]:
 
 
 def _normalise(text: str) -> str:
-    return text.lower().replace("\u2019", "'").replace("\u2010", "-").replace("\u2011", "-")
+    # Underscores join words for \b ("Cilantro_Chicken_Rice"); models emit them.
+    return text.lower().replace("\u2019", "'").replace("\u2010", "-").replace("\u2011", "-").replace("_", " ")
+
+
+def repetition(text: str) -> float:
+    """Share of repeated word trigrams: 0 for varied text, near 1 for a model stuck in a loop."""
+    words = text.lower().split()
+    trigrams = [" ".join(words[i:i + 3]) for i in range(len(words) - 2)]
+    return 1 - len(set(trigrams)) / len(trigrams) if trigrams else 0.0
 
 
 def _blank(text: str, spans: list[tuple[int, int]]) -> str:
@@ -227,11 +242,9 @@ def _structure(text: str) -> float:
     if re.search(r"[.!?)\"'*]$", last) or (_LIST_LINE.match(last) and len(last.split()) <= 10):
         score += 1
     # Small models loop; repeated word trigrams are the cheap tell.
-    trigrams = [" ".join(words[i:i + 3]).lower() for i in range(len(words) - 2)]
-    if trigrams:
-        repeated = 1 - len(set(trigrams)) / len(trigrams)
-        if repeated > 0.3:
-            score -= 3 if repeated < 0.6 else 6
+    repeated = repetition(text)
+    if repeated > 0.3:
+        score -= 3 if repeated < 0.6 else 6
     return max(0.0, min(10.0, score))
 
 
@@ -264,6 +277,8 @@ class RuleJudge(Judge):
         overall = sum(WEIGHTS[k] * v for k, v in parts.items())
         if broken:
             overall = min(overall, VIOLATION_CAP)
+        if repetition(response) > DEGENERATE_REPETITION:
+            overall = min(overall, DEGENERATE_CAP)
         return Scores(
             persona_alignment=round(alignment, 2),
             constraint_compliance=round(compliance, 2),

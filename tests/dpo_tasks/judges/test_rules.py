@@ -77,6 +77,7 @@ A plant-based Mexican dinner that is smoky, zesty and fully vegan, with no chees
         pytest.param(JAPANESE, "Salt-grilled mackerel.", [("salt", "salt")], id="hyphenated-compound-still-counts"),
         pytest.param(JAPANESE, "Mix soy\u2011sauce and MISO paste.", [("soy sauce", "soy sauce"), ("miso paste", "miso")], id="nonbreaking-hyphen-and-case"),
         pytest.param(KOREAN, "Pork, shrimp, cheese and rice.", [], id="no-forbidden-list"),
+        pytest.param(VEGAN, "#12_Bacon_with_Cilantro_Chicken", [("bacon", "meat"), ("chicken", "meat")], id="underscores-separate-words"),
     ],
 )
 def test_violations(persona, text, expected):
@@ -180,3 +181,16 @@ def test_epsilon_makes_close_scores_tie():
 def test_make_judge_errors_name_the_value(kind, options, error):
     with pytest.raises(ValueError, match=error):
         make_judge(kind, VEGAN, **options)
+
+
+LOOP = "Tacos de papel " + "de papel " * 80
+
+
+def test_a_degenerate_loop_is_capped_below_a_violation():
+    judge = RuleJudge()
+    loop, broken = judge.score(VEGAN, "", LOOP), judge.score(VEGAN, "", TACOS.replace("black beans", "chorizo"))
+    assert loop.constraint_compliance == 10 and loop.structure == 0
+    assert loop.overall <= 2 < broken.overall <= 3
+    assert judge.score(VEGAN, "", MINIMAL).overall - loop.overall > 3
+    # Two bad answers: the margin stays under the default labeling margin of 1.
+    assert abs(broken.overall - loop.overall) <= 1
