@@ -105,3 +105,21 @@ def test_cli_unreachable_database_is_one_line_without_the_password():
 )
 def test_redact(url, expected):
     assert redact(url) == expected
+
+
+def test_two_migrators_at_once_both_succeed_and_apply_each_file_once(empty_db_url):
+    env = {k: v for k, v in os.environ.items() if k != "FEEDBACK_DB_URL"}
+    env["FEEDBACK_DB_URL"] = empty_db_url
+    procs = [
+        subprocess.Popen([sys.executable, "-m", "dpo_tasks", "db-migrate"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [o[1][-2000:] for o in outs]
+    conn = psycopg2.connect(empty_db_url)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT count(*) FROM schema_migrations")
+            assert cur.fetchone()[0] == len(list(SQL_DIR.glob("*.sql")))
+    finally:
+        conn.close()
