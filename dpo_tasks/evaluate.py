@@ -142,11 +142,10 @@ def generate_answers(
 
 def make_eval_judge(persona: Persona, rd: RunDir) -> Judge:
     from dpo_tasks.judges import make_judge
+    from dpo_tasks.label import judge_options
 
     kind = persona.config.evaluation.judge
-    # API judges keep a verdict cache in the run dir (a rerun pays for nothing twice); the rule judge has nothing to cache.
-    options = {} if kind == "rules" else {"cache_dir": rd.root / "cache"}
-    return make_judge(kind, persona, **options)
+    return make_judge(kind, persona, **judge_options(kind, rd))
 
 
 def _mean(values: list[float]) -> float | None:
@@ -203,10 +202,16 @@ def run(
     cand = generate_answers(persona, cases, role="candidate", base=cfg.model.base, adapter=str(candidate_adapter), out=responses)
     base_answers = generate_answers(persona, cases, role="baseline", base=base_info["base"], adapter=base_info["adapter"], out=responses)
 
+    owns_judge = judge is None
     judge = judge or make_eval_judge(persona, rd)
     items = [PairItem(id=c["id"], prompt=c["prompt"], response_a=cand[c["id"]], response_b=base_answers[c["id"]]) for c in cases]
     progress = Progress("evaluate: judging", len(items), unit="pairs")
-    judgements = {j.id: j for j in judge.judge_pairs(persona, items, both_orders=True, progress=progress)}
+    try:
+        judgements = {j.id: j for j in judge.judge_pairs(persona, items, both_orders=True, progress=progress)}
+        accounting = judge.accounting()
+    finally:
+        if owns_judge and hasattr(judge, "close"):
+            judge.close()
 
     details = []
     for c in cases:
@@ -232,7 +237,7 @@ def run(
         "baseline": base_info,
         "candidate": {"kind": "candidate", "label": "DPO adapter", "base": cfg.model.base, "adapter": str(candidate_adapter)},
         "sampling": {"temperature": cfg.evaluation.temperature, "max_new_tokens": cfg.evaluation.max_new_tokens, "seed": cfg.evaluation.seed},
-        "judge_accounting": judge.accounting(),
+        "judge_accounting": accounting,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "report": str(rd.eval / "evaluation_report.html"),
     }

@@ -140,7 +140,8 @@ def run(
         staged = Path(tmp) / "version"
         staged.mkdir()
         card = stage_version(persona, rd, staged, run_id=run_id, created=created)
-        digest = hashlib.sha256(json.dumps(build_manifest(staged), sort_keys=True).encode()).hexdigest()
+        # The content plus the exact time: republishing the same run within a second still gets a new name.
+        digest = hashlib.sha256((json.dumps(build_manifest(staged), sort_keys=True) + created.isoformat()).encode()).hexdigest()
         version = version_name(created, digest)
         log.info("uploading %s/%s to %s", namespace, version, store.uri)
         uri = store.upload_version(namespace, version, staged)
