@@ -430,6 +430,11 @@ class ApiJudge(Judge):
         out = [results[item.id] for item in items]
         self._count(items=len(out), decided=sum(j.status == "ok" for j in out),
                     invalid=sum(j.status == "invalid" for j in out), failed=sum(j.status == "failed" for j in out))
+        a = self.accounting()
+        log.info("%s (%s): %d items, %d decided, %d invalid, %d failed; %d calls made (%d retries, %d rate-limited), "
+                 "%d saved by the cache and %d by the hard-constraint rule; tokens %d in / %d out, estimated $%.4f",
+                 self.name, self.model, a["items"], a["decided"], a["invalid"], a["failed"], a["calls_made"], a["retries"],
+                 a["rate_limited"], a["calls_saved_cache"], a["calls_saved_rule"], a["tokens_in"], a["tokens_out"], a["estimated_cost_usd"])
         return out
 
     def _combine(self, item: PairItem, records: dict[str, dict[str, Any]]) -> PairJudgement:

@@ -41,14 +41,19 @@ def reward_model_dir(smol_tokenizer_dir, tmp_path_factory):
     good = [conv(recipe(d, g)) for d in DISHES for g in GOOD_ING]
     bad = [conv(recipe(d, b)) for d in DISHES for b in BAD_ING]
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    for step in range(40):
-        idx = torch.randperm(len(good))[:8].tolist()
-        enc_g = tok([good[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=False)
-        enc_b = tok([bad[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=False)
-        loss = -torch.nn.functional.logsigmoid(model(**enc_g).logits - model(**enc_b).logits).mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a model this small only loses time to thread hand-offs on a shared CPU
+    try:
+        for step in range(40):
+            idx = torch.randperm(len(good))[:8].tolist()
+            enc_g = tok([good[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=False)
+            enc_b = tok([bad[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=False)
+            loss = -torch.nn.functional.logsigmoid(model(**enc_g).logits - model(**enc_b).logits).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    finally:
+        torch.set_num_threads(threads)
     out = tmp_path_factory.mktemp("reward_model")
     model.save_pretrained(out)
     tok.save_pretrained(out)
