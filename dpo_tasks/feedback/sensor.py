@@ -48,6 +48,9 @@ _HOOK_ONLY_EXTRAS = {"cursor", "iam", "redshift", "redshift-serverless", "aws_co
                      "sqlalchemy_options", "sqlalchemy_query"}
 
 
+_CONNECT_TIMEOUT_S = 10
+
+
 def window_event(window: Window, reason: str) -> dict[str, Any]:
     return {
         "status": "crossing",
@@ -114,7 +117,7 @@ class FeedbackThresholdTrigger(BaseTrigger):
             "host": conn.host, "port": conn.port, "user": conn.login, "password": conn.password, "dbname": conn.schema,
         }
         kwargs.update({k: v for k, v in conn.extra_dejson.items() if k not in _HOOK_ONLY_EXTRAS})
-        kwargs.setdefault("connect_timeout", 10)
+        kwargs.setdefault("connect_timeout", _CONNECT_TIMEOUT_S)
         # A slow server ends in an error we back off from, not in a poll that hangs forever.
         kwargs["options"] = f"{kwargs.get('options', '')} -c statement_timeout={int(self.statement_timeout_s * 1000)}".strip()
         return await psycopg.AsyncConnection.connect(**{k: v for k, v in kwargs.items() if v not in (None, "")}, autocommit=True)
@@ -155,7 +158,9 @@ class FeedbackThresholdTrigger(BaseTrigger):
                     yield TriggerEvent({"status": "quiet", "persona_id": self.persona_id})
                     return
                 try:
-                    window = await self.poll()
+                    # The client-side bound covers what statement_timeout cannot: a server or
+                    # network that stops answering altogether. TimeoutError is an OSError.
+                    window = await asyncio.wait_for(self.poll(), self.statement_timeout_s + _CONNECT_TIMEOUT_S + 5)
                 except (psycopg.Error, OSError) as exc:
                     await self._close()
                     failures += 1

@@ -136,6 +136,24 @@ def test_trigger_backs_off_while_the_database_is_unreachable(monkeypatch, capsys
     assert "attempt 2 failed" in warnings[1]
 
 
+def test_server_that_never_answers_is_backed_off_from(monkeypatch, capsys):
+    """A host that accepts TCP connections and then says nothing (a hung server or a dead proxy)."""
+    import socket
+
+    hole = socket.socket()
+    hole.bind(("127.0.0.1", 0))
+    hole.listen(8)
+    port = hole.getsockname()[1]
+    monkeypatch.setenv(CONN_ENV, f"postgresql://postgres@127.0.0.1:{port}/x?connect_timeout=1")
+    try:
+        with pytest.raises(asyncio.TimeoutError):
+            asyncio.run(first_event(trigger(), timeout=3.5))
+    finally:
+        hole.close()
+    warnings = [line for line in logs(capsys) if "unavailable while polling" in line]
+    assert warnings and "timeout expired" in warnings[0]
+
+
 def _terminate_pollers(conn, db_url, keep: int) -> int:
     """pg_terminate_backend the sessions on the test database other than ours and `keep`: the trigger's."""
     dbname = db_url.rsplit("/", 1)[1]
