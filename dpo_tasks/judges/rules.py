@@ -7,10 +7,12 @@ Scores one recipe 0-10 on the five shared criteria:
   ("prawns", "anchovies"). Phrases in the persona's `allowed` list are masked
   first ("cauliflower rice" for keto), and so are mentions that say the
   ingredient is absent or replaced: "no meat", "without cheese or cream",
-  "instead of butter", "dairy-free", "non-dairy", "vegan chorizo",
-  "chorizo-style mushrooms". Cooking advice is not a negation: "do not
-  overcook the chicken" and "no more than 2 eggs" still count. One forbidden
-  ingredient drops the score to 4, each further one by 1.5 more.
+  "instead of butter", "dairy-free", "non-dairy", "chorizo-style mushrooms",
+  and substitutes named by what the persona needs ("vegan chorizo",
+  "gluten-free pasta", "low-sodium soy sauce"; see _IMITATION). Cooking
+  advice is not a negation: "do not overcook the chicken" and "no more than
+  2 eggs" still count. One forbidden ingredient drops the score to 4, each
+  further one by 1.5 more.
 - persona_alignment: the persona's cuisine named, its style keywords and
   dietary labels, its preferred ingredients.
 - preferred_ingredients: how many of the persona's preferred ingredients appear.
@@ -68,12 +70,15 @@ _SCOPE_STOP = {"but", "then", "with", "for", "by", "plus", "so", "add", "use", "
 _SCOPE_WORDS = 6
 _SCOPE_BREAK = re.compile(r"[.;:!?\n()]")
 _WORD = re.compile(r"[a-z][a-z'-]*")
-# Words before a term that make it a substitute ("vegan chorizo", "gluten-free pasta").
-_SUBSTITUTE_BEFORE = (
-    r"(?:vegan|plant[- ]based|meatless|meat[- ]free|dairy[- ]free|non[- ]?dairy|egg[- ]free|gluten[- ]free|"
-    r"sugar[- ]free|salt[- ]free|unsalted|low[- ]sodium|reduced[- ]sodium|no[- ]salt[- ]added|low[- ]carb|keto|"
-    r"imitation|mock|faux|non)[- ]"
-)
+# A word before a term makes it a substitute only when it promises what the
+# persona needs: its own dietary labels ("gluten-free pasta" for gluten-free,
+# "low-sodium soy sauce" for low-sodium), "<restriction>-free" / "non-<restriction>"
+# ("dairy-free yogurt", "non-dairy milk"), and for vegetarians and vegans the
+# words of meat and dairy imitations ("vegan chorizo", "plant-based milk").
+# So "unsalted butter" is still butter for the vegan and "gluten-free bread"
+# is still bread for keto.
+_IMITATION = ("vegan", "vegetarian", "plant-based", "meatless", "veggie", "mock", "faux", "imitation")
+_ANIMAL_FREE_DIETS = {"vegan", "vegetarian"}
 # Suffixes after a term that say it is absent or imitated ("dairy-free", "chorizo-style").
 _SUBSTITUTE_AFTER = r"[- ](?:free|style|like|less|substitute|alternative)\b"
 
@@ -86,7 +91,7 @@ _STEPS_HEADER = re.compile(r"\b(?:instructions|method|steps|directions|preparati
 
 def _term_pattern(term: str) -> str:
     """A term with flexible inner spacing/hyphens and its plural forms."""
-    words = [re.escape(w) for w in term.lower().split()]
+    words = [re.escape(w) for w in re.split(r"[\s-]+", term.lower().strip())]
     last = words[-1]
     if last.endswith("y") and len(last) > 2 and last[-2] not in "aeiou":
         last = f"(?:{last}|{last[:-1]}ies)"
@@ -109,6 +114,7 @@ class _Rules:
 @lru_cache(maxsize=64)
 def _compile(
     forbidden: tuple[tuple[str, str], ...],
+    substitute_words: tuple[str, ...],
     allowed: tuple[str, ...],
     preferred: tuple[str, ...],
     cuisines: tuple[str, ...],
@@ -121,7 +127,10 @@ def _compile(
         alts = "|".join(f"(?P<t{i}>{_term_pattern(t)})" for i, t in enumerate(terms))
         forbidden_re = re.compile(rf"\b(?:{alts})\b")
         any_term = "|".join(_term_pattern(t) for t in terms)
-        substitute_re = re.compile(rf"\b{_SUBSTITUTE_BEFORE}(?:{any_term})\b|\b(?:{any_term}){_SUBSTITUTE_AFTER}")
+        before = "|".join(_term_pattern(w) for w in sorted(substitute_words, key=len, reverse=True))
+        substitute_re = re.compile(
+            rf"\b(?:{before})[- ](?:{any_term})\b|\bnon[- ]?(?:{any_term})\b|\b(?:{any_term}){_SUBSTITUTE_AFTER}"
+        )
     allowed_sorted = sorted(allowed, key=len, reverse=True)
     allowed_re = re.compile(r"\b(?:" + "|".join(_term_pattern(a) for a in allowed_sorted) + r")\b") if allowed else None
     return _Rules(
@@ -137,8 +146,15 @@ def _compile(
 
 def _rules_for(persona: Persona) -> tuple[_Rules, dict[str, str]]:
     terms = persona.forbidden_terms()
+    diets = {d.lower() for d in persona.dietary_restrictions}
+    substitute_words = set(diets)
+    for category in persona.forbidden:
+        substitute_words |= {f"{category.lower()}-free", f"non-{category.lower()}"}
+    if diets & _ANIMAL_FREE_DIETS:
+        substitute_words.update(_IMITATION)
     rules = _compile(
         tuple(sorted(terms.items())),
+        tuple(sorted(substitute_words)),
         tuple(a.lower() for a in persona.allowed),
         tuple(p.lower() for p in persona.preferred_ingredients),
         tuple(persona.cuisines),
