@@ -260,6 +260,6 @@ def test_the_package_builds_from_what_the_image_copies_and_carries_its_data(dock
     assert proc.returncode == 0, proc.stderr[-3000:]
     (wheel,) = (tmp_path / "dist").glob("persona_dpo-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
-    needed = [p.relative_to(REPO).as_posix() for sub in ("data", "sql") for p in (REPO / "dpo_tasks" / sub).rglob("*") if p.is_file()]
+    needed = [p.relative_to(context).as_posix() for sub in ("data", "sql") for p in (context / "dpo_tasks" / sub).rglob("*") if p.is_file()]
     assert needed and not [n for n in needed if n not in names]
     assert "dpo_tasks/cli.py" in names and "dpo_tasks/store/gcs.py" in names
