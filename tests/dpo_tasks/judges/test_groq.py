@@ -215,3 +215,15 @@ def test_under_airflow_the_key_comes_from_groq_default(groq_server, tmp_path, mo
     monkeypatch.setenv("AIRFLOW_CONN_GROQ_DEFAULT", json.dumps({"conn_type": "generic", "password": "gsk_from_connection"}))
     GroqJudge(fast_config(), cache_dir=tmp_path).judge_pairs(PERSONA, [ITEM])
     assert {r.headers["authorization"] for r in srv.requests} == {"Bearer gsk_from_connection"}
+
+
+def test_server_enforced_rpm_above_the_client_limit_loses_nothing(groq_server, tmp_path):
+    # The server allows 10 requests per one-second window (600/min) and answers 429 + retry-after (whole
+    # seconds, as Groq sends it) above that; the client is configured five times too fast.
+    srv = groq_server(rpm_limit=10, window_s=1.0)
+    items = [PairItem(f"p{i}", f"Request {i}", GOOD + "." * i, PLAIN) for i in range(15)]
+    judge = GroqJudge(fast_config(requests_per_minute=3000, max_retries=5), cache_dir=tmp_path)
+    out = judge.judge_pairs(PERSONA, items)
+    assert all((j.status, j.winner) == ("ok", "a") for j in out)
+    assert judge.accounting()["rate_limited"] == sum(r.status == 429 for r in srv.requests) > 0
+    assert sum(r.status == 200 for r in srv.requests) == 30
