@@ -10,7 +10,10 @@ STORE ?= store
 DEMO_ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test bench clean
+AIRFLOW_DEMO_HOME ?= runs/airflow-home
+AIRFLOW_DEMO_CONF ?= {}
+
+.PHONY: setup demo test bench clean airflow-demo airflow-pools browser
 
 setup: $(VENV)/.installed
 
@@ -28,8 +31,30 @@ $(VENV)/.installed: requirements.txt constraints.txt pyproject.toml
 demo: setup
 	PERSONA_DPO_STORE=$(STORE) $(PY) -m dpo_tasks run --persona $(PERSONA) --run-dir $(RUN_DIR) --profile demo $(DEMO_ARGS)
 
-test: setup
+test: setup browser
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The Airflow UI test drives Debian's chromium through Playwright (no browser download); it is
+# skipped, with a reason, where chromium cannot be installed.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium; } \
+		|| echo "warning: could not install chromium; the browser test will be skipped"
+
+# `make demo` through Airflow: `airflow dags test` of the persona's DAG in a throwaway Airflow home
+# (SQLite), e.g. make airflow-demo PERSONA=persona_b_indian_veg AIRFLOW_DEMO_CONF='{"num_prompts": 20}'
+airflow-demo: setup
+	mkdir -p $(AIRFLOW_DEMO_HOME)
+	export AIRFLOW_HOME=$(abspath $(AIRFLOW_DEMO_HOME)) AIRFLOW__CORE__DAGS_FOLDER=$(abspath dags) \
+		AIRFLOW__CORE__LOAD_EXAMPLES=False PERSONA_DPO_STORE=$(abspath $(STORE)) \
+		PERSONA_DPO_RUNS=$(abspath runs) && \
+	$(VENV)/bin/airflow db migrate >/dev/null && $(MAKE) --no-print-directory airflow-pools && \
+	$(VENV)/bin/airflow dags test dpo_$(PERSONA) -c '$(AIRFLOW_DEMO_CONF)'
+
+# The pools the DAGs use (Groq API, A100 slots), in the Airflow that AIRFLOW_HOME points at.
+airflow-pools: setup
+	$(PY) -c 'import subprocess, sys; from dpo_tasks.orchestration.common import POOLS; \
+		[subprocess.run([sys.prefix + "/bin/airflow", "pools", "set", n, str(s), d], check=True, stdout=subprocess.DEVNULL) for n, (s, d) in POOLS.items()]; \
+		print("pools:", ", ".join(f"{n}={s}" for n, (s, _) in POOLS.items()))'
 
 bench: setup
 	for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done

@@ -1,0 +1,202 @@
+"""A real Airflow on loopback (api-server, scheduler, dag-processor, triggerer; LocalExecutor; the
+metadata DB in a throwaway database on the local PostgreSQL): `dpo_custom` triggered through the
+REST API v2 runs to success, and the UI's trigger form of a persona DAG shows its params and starts
+a run in Debian's chromium (no browser download)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+import yaml
+
+from dpo_tasks.config import default_personas_path, load_persona
+from dpo_tasks.orchestration.common import POOLS
+from dpo_tasks.validate import toy_records
+from tests.dags.airflow_helpers import airflow_env
+
+pytestmark = pytest.mark.slow
+
+PG_ADMIN = os.environ.get("PERSONA_DPO_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+CHROMIUM = "/usr/bin/chromium"
+USER, PASSWORD = "admin", "persona-dpo-test"
+PERSONA = "persona_b_indian_veg"
+AIRFLOW = str(Path(sys.executable).parent / "airflow")
+SERVICES = ("api-server", "scheduler", "dag-processor", "triggerer")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Api:
+    def __init__(self, base: str):
+        self.base, self.token = base, None
+
+    def call(self, method: str, path: str, body: dict | None = None, *, auth: bool = True) -> dict:
+        req = urllib.request.Request(self.base + path, method=method, data=json.dumps(body).encode() if body is not None else None)
+        req.add_header("Content-Type", "application/json")
+        if auth and self.token:
+            req.add_header("Authorization", f"Bearer {self.token}")
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return json.loads(resp.read() or b"{}")
+
+    def wait(self, what: str, check, timeout: float, every: float = 2.0):
+        deadline, last = time.monotonic() + timeout, None
+        while time.monotonic() < deadline:
+            try:
+                if result := check():
+                    return result
+            except (urllib.error.URLError, ConnectionError, TimeoutError) as exc:
+                last = exc
+            time.sleep(every)
+        raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last error: {last!r})")
+
+
+def _tiny_personas(path: Path, model_dir: Path) -> Path:
+    """The shipped personas with tiny-model defaults, so a run started from the UI stays cheap."""
+    raw = yaml.safe_load(default_personas_path().read_text())
+    d = raw["defaults"]
+    # No schedules: an unpaused DAG would otherwise start its latest interval's run at once.
+    d["schedule"] = None
+    for persona in raw["personas"]:
+        persona.get("overrides", {}).pop("schedule", None)
+    d["model"]["base"] = str(model_dir)
+    d["generation"].update(num_prompts=2, max_new_tokens=8)
+    d["evaluation"]["max_new_tokens"] = 8
+    d["training"].update(batch_size=2, grad_accum=1, epochs=1, max_length=128, max_prompt_length=96, lora_r=4, lora_alpha=8)
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path
+
+
+@pytest.fixture(scope="module")
+def live_airflow(tmp_path_factory, tiny_model_dir):
+    from dpo_tasks.feedback.db import create_database, drop_database
+
+    home = tmp_path_factory.mktemp("live_airflow")
+    db_url = create_database(PG_ADMIN, prefix="test_airflow_meta")
+    port = _free_port()
+    (home / "passwords.json").write_text(json.dumps({USER: PASSWORD}))
+    env = airflow_env(
+        home,
+        AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=db_url.replace("postgresql://", "postgresql+psycopg2://", 1),
+        AIRFLOW__CORE__EXECUTOR="LocalExecutor",
+        AIRFLOW__CORE__PARALLELISM="2",
+        AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION="False",
+        AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS=f"{USER}:admin",
+        AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE=str(home / "passwords.json"),
+        AIRFLOW__API__BASE_URL=f"http://127.0.0.1:{port}",
+        AIRFLOW__API__PORT=str(port),
+        AIRFLOW__API__HOST="127.0.0.1",
+        AIRFLOW__API__WORKERS="1",
+        AIRFLOW__CORE__EXECUTION_API_SERVER_URL=f"http://127.0.0.1:{port}/execution/",
+        AIRFLOW__API_AUTH__JWT_SECRET="persona-dpo-live-test-secret-0123456789",
+        AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL="5",
+        AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC="2",
+        PERSONA_DPO_PERSONAS=str(_tiny_personas(home / "personas.yaml", tiny_model_dir)),
+    )
+    subprocess.run([AIRFLOW, "db", "migrate"], env=env, check=True, capture_output=True, timeout=600)
+    for name, (slots, description) in POOLS.items():
+        subprocess.run([AIRFLOW, "pools", "set", name, str(slots), description], env=env, check=True, capture_output=True, timeout=120)
+    procs = []
+    try:
+        for service in SERVICES:
+            log = open(home / f"{service}.log", "w")
+            procs.append(subprocess.Popen([AIRFLOW, service], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
+        api = Api(f"http://127.0.0.1:{port}")
+        api.wait("the api-server", lambda: api.call("GET", "/api/v2/monitor/health", auth=False), timeout=240)
+        api.token = api.call("POST", "/auth/token", {"username": USER, "password": PASSWORD}, auth=False)["access_token"]
+        api.wait("the DAGs to be parsed", lambda: {"dpo_custom", f"dpo_{PERSONA}"} <= {
+            d["dag_id"] for d in api.call("GET", "/api/v2/dags?limit=100")["dags"]}, timeout=300)
+        yield api, home
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                os.killpg(proc.pid, 15)
+        for proc in procs:
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, 9)
+        drop_database(PG_ADMIN, db_url)
+
+
+def _logs(home: Path) -> str:
+    return "\n".join(f"== {s}\n{(home / f'{s}.log').read_text()[-3000:]}" for s in SERVICES)
+
+
+def test_dpo_custom_through_rest_api_v2(live_airflow):
+    api, home = live_airflow
+    conf = {
+        "communityId": "rest-community",
+        "dataset": toy_records(load_persona(PERSONA), 6, seed=2),
+        "min_win_rate_lower_bound": 0.0,
+        "epochs": 1,
+    }
+    run = api.call("POST", "/api/v2/dags/dpo_custom/dagRuns", {"logical_date": None, "conf": conf})
+    assert run["conf"]["communityId"] == "rest-community"
+
+    def finished():
+        state = api.call("GET", f"/api/v2/dags/dpo_custom/dagRuns/{run['dag_run_id']}")["state"]
+        return state if state in ("success", "failed") else None
+
+    try:
+        state = api.wait("dpo_custom to finish", finished, timeout=900, every=5)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{_logs(home)}") from None
+    tis = api.call("GET", f"/api/v2/dags/dpo_custom/dagRuns/{run['dag_run_id']}/taskInstances")["task_instances"]
+    states = {ti["task_id"]: ti["state"] for ti in tis}
+    assert state == "success", (states, _logs(home))
+    assert states["publish"] == "success" and states["train_kubernetes"] == "skipped"
+    latest = home / "store" / "policies" / "rest-community" / "LATEST"
+    assert latest.exists()
+
+
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed (.ci/run installs it)")
+def test_trigger_form_in_the_ui_shows_the_persona_params_and_starts_a_run(live_airflow):
+    from playwright.sync_api import expect, sync_playwright
+
+    api, home = live_airflow
+    dag_id = f"dpo_{PERSONA}"
+    before = {r["dag_run_id"] for r in api.call("GET", f"/api/v2/dags/{dag_id}/dagRuns")["dag_runs"]}
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
+        page = browser.new_page()
+        page.set_default_timeout(60_000)
+        page.goto(f"{api.base}/dags/{dag_id}")
+        if page.get_by_label("Username").count() or "login" in page.url:
+            page.get_by_label("Username").fill(USER)
+            page.get_by_label("Password").fill(PASSWORD)
+            page.get_by_role("button", name="Sign in").click()
+            page.wait_for_url(f"**/dags/{dag_id}**")
+        page.get_by_role("button", name="Trigger").first.click()
+        dialog = page.get_by_role("dialog")
+        expect(dialog).to_be_visible()
+        for title in ("Number of prompts", "Labeling judge", "Evaluation judge", "Training runner",
+                      "Gate: minimum win-rate lower bound", "Training epochs", "Dry run"):
+            expect(dialog.get_by_text(title, exact=True).first).to_be_visible()
+        dialog.get_by_role("button", name="Trigger").last.click()
+        browser.close()
+
+    def started():
+        runs = api.call("GET", f"/api/v2/dags/{dag_id}/dagRuns")["dag_runs"]
+        new = [r for r in runs if r["dag_run_id"] not in before]
+        return new and new[0]["state"] in ("queued", "running", "success", "failed") and new[0]
+
+    run = api.wait("the triggered run to appear", started, timeout=120)
+    api.wait("its first task to start", lambda: any(
+        ti["state"] not in (None, "scheduled", "queued") for ti in api.call(
+            "GET", f"/api/v2/dags/{dag_id}/dagRuns/{run['dag_run_id']}/taskInstances")["task_instances"]), timeout=180)
+    # Nothing more to see: stop the run rather than train a persona in the background.
+    api.call("PATCH", f"/api/v2/dags/{dag_id}/dagRuns/{run['dag_run_id']}", {"state": "failed"})
