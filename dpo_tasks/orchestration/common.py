@@ -28,6 +28,8 @@ POOLS: dict[str, tuple[int, str]] = {
     POOL_GROQ: (2, "Groq API: concurrent labeling tasks sharing one key's rate limit"),
     POOL_A100: (2, "A100 training slots (one per GPU node the training node pool may scale to)"),
 }
+# A deferred training task still holds its GPU node: it counts against the A100 pool.
+POOLS_INCLUDE_DEFERRED = frozenset({POOL_A100})
 
 RETRIES = 2
 RETRY_DELAY = timedelta(minutes=2)
