@@ -212,10 +212,12 @@ def test_compose_runs_airflow_on_postgres_with_the_gcs_emulator():
 
 
 def test_pools_file_creates_the_pools_the_dags_use():
-    from dpo_tasks.orchestration.common import POOL_A100, POOLS
+    from dpo_tasks.orchestration.common import POOL_A100, POOLS, POOLS_INCLUDE_DEFERRED
 
     pools = json.loads((DOCKER / "helm" / "pools.json").read_text())
-    assert {name: p["slots"] for name, p in pools.items()} == {name: slots for name, (slots, _) in POOLS.items()}
+    assert {name: (p["slots"], p["description"], p["include_deferred"]) for name, p in pools.items()} == {
+        name: (slots, description, name in POOLS_INCLUDE_DEFERRED) for name, (slots, description) in POOLS.items()
+    }
     # A deferred training pod still holds its GPU node.
     assert pools[POOL_A100]["include_deferred"] is True
 
