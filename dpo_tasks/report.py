@@ -169,10 +169,14 @@ def distribution_chart(scores: dict[str, dict[str, list[float]]]) -> str:
     return _svg(70 + group_w * len(CRITERIA), top + plot_h + 30, axis + "".join(parts), "score distributions per criterion")
 
 
+_CONFIDENCE_ORDER = {"high": 0, "medium": 1, "low": 2}
+
+
 def confidence_chart(confidence: dict[str, int]) -> str:
     total = max(sum(confidence.values()), 1)
     rows = []
-    for i, (level, count) in enumerate(confidence.items()):
+    levels = sorted(confidence.items(), key=lambda kv: (_CONFIDENCE_ORDER.get(kv[0], 3), kv[0]))
+    for i, (level, count) in enumerate(levels):
         y = 8 + i * 26
         rows.append(
             f'<text x="72" y="{y + 14}" font-size="12" text-anchor="end">{_e(level)}</text>'

@@ -64,9 +64,15 @@ def test_report_is_self_contained():
 
 @pytest.mark.parametrize(
     ("confidence", "charts"),
-    [pytest.param({}, 4, id="rule-judge-has-none"), pytest.param({"high": 6, "medium": 3, "low": 1}, 5, id="api-judge")],
+    [pytest.param({}, 4, id="judge-without-confidence"), pytest.param({"high": 6, "medium": 3, "low": 1}, 5, id="api-judge")],
 )
 def test_confidence_chart_only_when_the_judge_gives_one(confidence, charts):
     html = render_report(*make(confidence))
     assert html.count("<svg") == charts
     assert ("Judge confidence" in html) == bool(confidence)
+
+
+def test_confidence_levels_are_ordered_high_to_low():
+    html = render_report(*make({"low": 1, "high": 6, "medium": 3}))
+    section = html[html.index("Judge confidence"):]
+    assert section.index(">high<") < section.index(">medium<") < section.index(">low<")
