@@ -11,7 +11,9 @@ DEMO_ARGS ?=
 PYTEST_ARGS ?=
 
 AIRFLOW_DEMO_HOME ?= runs/airflow-home
-AIRFLOW_DEMO_CONF ?= {}
+# A run conf for the persona DAG; by default the demo's DEMO_SETTINGS, as the form's `overrides`.
+AIRFLOW_DEMO_CONF ?= $(shell $(PY) -c 'import json, sys, yaml; print(json.dumps({"overrides": {k: yaml.safe_load(v) \
+	for k, v in (a.split("=", 1) for a in sys.argv[2::2])}}))' $(DEMO_SETTINGS) 2>/dev/null)
 
 .PHONY: setup demo test bench clean airflow-demo airflow-pools browser
 
@@ -59,7 +61,7 @@ browser:
 # (SQLite), e.g. make airflow-demo PERSONA=persona_b_indian_veg AIRFLOW_DEMO_CONF='{"num_prompts": 20}'
 airflow-demo: setup
 	mkdir -p $(AIRFLOW_DEMO_HOME)
-	export AIRFLOW_HOME=$(abspath $(AIRFLOW_DEMO_HOME)) AIRFLOW__CORE__DAGS_FOLDER=$(abspath dags) \
+	export OMP_NUM_THREADS=$(DEMO_THREADS) AIRFLOW_HOME=$(abspath $(AIRFLOW_DEMO_HOME)) AIRFLOW__CORE__DAGS_FOLDER=$(abspath dags) \
 		AIRFLOW__CORE__LOAD_EXAMPLES=False PERSONA_DPO_STORE=$(abspath $(STORE)) \
 		PERSONA_DPO_RUNS=$(abspath runs) && \
 	$(VENV)/bin/airflow db migrate >/dev/null && $(MAKE) --no-print-directory airflow-pools && \
