@@ -175,17 +175,21 @@ def test_trigger_form_in_the_ui_shows_the_persona_params_and_starts_a_run(live_a
         page = browser.new_page()
         page.set_default_timeout(60_000)
         page.goto(f"{api.base}/dags/{dag_id}")
-        if page.get_by_label("Username").count() or "login" in page.url:
-            page.get_by_label("Username").fill(USER)
-            page.get_by_label("Password").fill(PASSWORD)
-            page.get_by_role("button", name="Sign in").click()
-            page.wait_for_url(f"**/dags/{dag_id}**")
+        # The single-page app sends a signed-out browser to its login form.
+        page.locator("input[name=username]").fill(USER)
+        page.locator("input[name=password]").fill(PASSWORD)
+        page.get_by_role("button", name="Sign in").click()
+        page.wait_for_url(f"**/dags/{dag_id}**")
         page.get_by_role("button", name="Trigger").first.click()
         dialog = page.get_by_role("dialog")
-        expect(dialog).to_be_visible()
-        for title in ("Number of prompts", "Labeling judge", "Evaluation judge", "Training runner",
-                      "Gate: minimum win-rate lower bound", "Training epochs", "Dry run"):
-            expect(dialog.get_by_text(title, exact=True).first).to_be_visible()
+        expect(dialog).to_contain_text(f"Trigger Dag - {dag_id}")
+        # The persona's params, starting from its config (the test's personas file: 2 prompts, 1 epoch).
+        expect(dialog.get_by_role("spinbutton", name="Number of prompts")).to_have_value("2")
+        expect(dialog.get_by_role("spinbutton", name="Training epochs")).to_have_value("1")
+        expect(dialog.get_by_role("spinbutton", name="Gate: minimum win-rate lower bound")).to_have_value("0.5")
+        for choice in ("Labeling judge", "Evaluation judge", "Training runner"):
+            expect(dialog.get_by_role("combobox", name=choice)).to_be_attached()
+        expect(dialog.get_by_role("checkbox", name="Dry run")).to_be_attached()
         dialog.get_by_role("button", name="Trigger").last.click()
         browser.close()
 
