@@ -16,6 +16,7 @@ and its outputs go to the artifact store:
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 from typing import Any, Sequence
 
@@ -49,7 +50,8 @@ def build_pod_operator(
     gpus = str(k8s_cfg.gpu_count)
     kwargs: dict[str, Any] = dict(
         task_id=task_id,
-        name=f"dpo-train-{run['namespace']}".replace("_", "-").replace("/", "-")[:50],
+        # A DNS-1123 name; the provider adds a random suffix.
+        name=re.sub(r"[^a-z0-9-]+", "-", f"dpo-train-{run['namespace']}".lower())[:50].strip("-"),
         namespace=k8s_cfg.namespace,
         image=k8s_cfg.image,
         cmds=["python", "-m", "dpo_tasks"],

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -55,6 +56,7 @@ def test_pod_request(tmp_path, sets, operator):
     assert [(t.key, t.operator, t.effect) for t in pod.spec.tolerations] == [(GPU_RESOURCE, "Exists", "NoSchedule")]
     assert pod.spec.restart_policy == "Never"
     assert pod.metadata.namespace == "persona-dpo"
+    assert re.fullmatch(r"dpo-train-persona-c-italian-gf-[a-z0-9]+", pod.metadata.name), pod.metadata.name
 
     # The pod runs the local runner's exact train call, wrapped to move files through the store.
     assert container.command == ["python", "-m", "dpo_tasks"]
@@ -86,6 +88,13 @@ def test_pod_settings_follow_the_runs_config(tmp_path):
     assert pod.spec.node_selector == {"cloud.google.com/gke-accelerator": "nvidia-a100-80gb"}
     assert op.startup_timeout_seconds == 1800
     assert (op.project_id, op.location, op.cluster_name) == ("my-project", "us-central1", "dpo-cluster")
+
+
+def test_a_community_pod_gets_a_valid_name_and_label(tmp_path):
+    run = make_run(tmp_path, ["training.kubernetes.gke=false"]) | {"namespace": "policies/Vegan_Bakers"}
+    pod = build_pod_operator(run, STAGING).build_pod_request_obj(dry_run=True)
+    assert re.fullmatch(r"dpo-train-policies-vegan-bakers-[a-z0-9]+", pod.metadata.name), pod.metadata.name
+    assert pod.metadata.labels["persona-dpo/namespace"] == "policies.Vegan_Bakers"
 
 
 def test_gke_without_a_cluster_says_which_setting_is_missing(tmp_path):
