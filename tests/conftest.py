@@ -3,6 +3,7 @@
 - `smol_tokenizer_dir`: the real SmolLM2-135M-Instruct tokenizer and chat template.
 - `tiny_model_dir`: a tiny random Llama saved with that tokenizer; usable anywhere a
   model path (`model.base`) is accepted. Tests that train or generate use it.
+- torch runs one intra-op thread per process (OMP_NUM_THREADS=1 unless set).
 
 The embedded model is converted from its GGUF once per machine into the same
 cache a user gets (`$PERSONA_DPO_CACHE`, default `~/.cache/persona-dpo`), so
@@ -17,6 +18,10 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("PERSONA_DPO_CACHE", str(Path.home() / ".cache" / "persona-dpo"))
+# Tiny test models gain nothing from intra-op threads, and the stage subprocesses tests
+# start run side by side: OpenMP threads spinning against each other made CPU generation
+# several times slower on a busy 2-core machine. Set before anything imports torch.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 @pytest.fixture(scope="session")
