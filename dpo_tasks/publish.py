@@ -18,7 +18,7 @@ path is the local store, `gs://bucket/prefix` is GCS.
 
 Usage:
     python -m dpo_tasks publish --persona persona_e_mexican_vegan --run-dir runs/demo [--dry-run] [--force]
-    python -m dpo_tasks rollback --persona persona_e_mexican_vegan [--to v20261122T031500Z-1a2b3c4d]
+    python -m dpo_tasks rollback --persona persona_e_mexican_vegan [--to v20261122T031500.123456Z-1a2b3c4d]
 """
 
 from __future__ import annotations
@@ -48,8 +48,12 @@ class PublishRefused(ConfigError):
 
 
 def version_name(now: datetime, content_hash: str) -> str:
-    """Sortable by time (UTC, to the second), unique by content: v20261122T031500Z-1a2b3c4d."""
-    return f"v{now.astimezone(timezone.utc):%Y%m%dT%H%M%SZ}-{content_hash[:8]}"
+    """Sortable by time, unique by content: v20261122T031500.123456Z-1a2b3c4d.
+
+    Microseconds, fixed width: two publishes within one second must still sort
+    in the order they happened, or "roll back to the previous version" picks the wrong one.
+    """
+    return f"v{now.astimezone(timezone.utc):%Y%m%dT%H%M%S.%fZ}-{content_hash[:8]}"
 
 
 def _data_lineage(rd: RunDir) -> tuple[dict[str, str | None], dict[str, int]]:

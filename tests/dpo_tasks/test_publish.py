@@ -1,4 +1,6 @@
 import json
+import re
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -63,7 +65,13 @@ def test_version_names_sort_by_time_and_differ_by_content(tmp_path, persona):
     versions = [publish.run(persona, make_run(tmp_path / f"r{i}", weights=bytes([i]) * 64), store_uri=store_uri)["version"] for i in range(3)]
     assert len(set(versions)) == 3
     assert LocalStore(store_uri).list_versions(PERSONA) == sorted(versions)
-    assert all(v.startswith("v") and v[9] == "T" and v[16] == "Z" for v in versions)
+    assert all(re.fullmatch(r"v\d{8}T\d{6}\.\d{6}Z-[0-9a-f]{8}", v) for v in versions), versions
+
+
+def test_version_names_sort_in_publish_order_within_one_second():
+    t = datetime(2026, 11, 22, 3, 15, 0, tzinfo=timezone.utc)
+    names = [publish.version_name(t.replace(microsecond=us), h) for us, h in ((5, "ff" * 4), (40, "00" * 4), (999_999, "aa" * 4))]
+    assert sorted(names) == names
 
 
 def test_rejected_candidate_is_not_published_unless_forced(tmp_path, persona):
