@@ -18,7 +18,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.slow
-def test_two_processes_convert_the_gguf_once_into_a_loadable_model(tmp_path):
+def test_two_processes_convert_the_gguf_once_into_a_loadable_model(tmp_path, monkeypatch):
     env = {**os.environ, "PERSONA_DPO_CACHE": str(tmp_path / "cache"), "PERSONA_DPO_LOG_LEVEL": "INFO"}
     cmd = [sys.executable, "-m", "dpo_tasks", "prepare-model"]
     procs = [subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
@@ -35,11 +35,8 @@ def test_two_processes_convert_the_gguf_once_into_a_loadable_model(tmp_path):
 
     # A third caller in this process reuses the directory as is.
     before = (model_dir / "model.safetensors").stat().st_mtime_ns
-    os.environ["PERSONA_DPO_CACHE"], saved = str(tmp_path / "cache"), os.environ["PERSONA_DPO_CACHE"]
-    try:
-        assert prepare_embedded_model() == model_dir
-    finally:
-        os.environ["PERSONA_DPO_CACHE"] = saved
+    monkeypatch.setenv("PERSONA_DPO_CACHE", str(tmp_path / "cache"))
+    assert prepare_embedded_model() == model_dir
     assert (model_dir / "model.safetensors").stat().st_mtime_ns == before
 
 
