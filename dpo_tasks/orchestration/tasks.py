@@ -56,8 +56,8 @@ def common_args(persona_id: str, personas_file: Path, run_dir: Path, sets: list[
 
 
 def _snapshot_personas(personas_file: str | None, rd: RunDir) -> Path:
-    # The run keeps the config it started with: an edit of personas.yaml mid-run (or a retry a day
-    # later) does not change what later stages or the pod see.
+    # The run keeps the config it started with: an edit of personas.yaml mid-run does not change
+    # what later stages, their retries or the pod see.
     snapshot = rd.root / "personas.yaml"
     shutil.copyfile(personas_file or default_personas_path(), snapshot)
     return snapshot
