@@ -57,6 +57,15 @@ browser:
 	@command -v chromium >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium; } \
 		|| echo "warning: could not install chromium; the browser test will be skipped"
 
+# The pools the DAGs use (Groq API, A100 slots), in the Airflow that AIRFLOW_HOME points at.
+AIRFLOW_POOLS = $(PY) -c 'import subprocess, sys; from dpo_tasks.orchestration.common import POOLS, POOLS_INCLUDE_DEFERRED as D; \
+	[subprocess.run([sys.prefix + "/bin/airflow", "pools", "set", *(["--include-deferred"] if n in D else []), n, str(s), d], \
+		check=True, stdout=subprocess.DEVNULL) for n, (s, d) in POOLS.items()]; \
+	print("pools:", ", ".join(f"{n}={s}" for n, (s, _) in POOLS.items()))'
+
+airflow-pools: setup
+	$(AIRFLOW_POOLS)
+
 # `make demo` through Airflow: `airflow dags test` of the persona's DAG in a throwaway Airflow home
 # (SQLite), e.g. make airflow-demo PERSONA=persona_b_indian_veg AIRFLOW_DEMO_CONF='{"num_prompts": 20}'
 airflow-demo: setup
@@ -64,15 +73,8 @@ airflow-demo: setup
 	export OMP_NUM_THREADS=$(DEMO_THREADS) AIRFLOW_HOME=$(abspath $(AIRFLOW_DEMO_HOME)) AIRFLOW__CORE__DAGS_FOLDER=$(abspath dags) \
 		AIRFLOW__CORE__LOAD_EXAMPLES=False PERSONA_DPO_STORE=$(abspath $(STORE)) \
 		PERSONA_DPO_RUNS=$(abspath runs) && \
-	$(VENV)/bin/airflow db migrate >/dev/null && $(MAKE) --no-print-directory airflow-pools && \
+	$(VENV)/bin/airflow db migrate >/dev/null && $(AIRFLOW_POOLS) && \
 	$(VENV)/bin/airflow dags test dpo_$(PERSONA) -c '$(AIRFLOW_DEMO_CONF)'
-
-# The pools the DAGs use (Groq API, A100 slots), in the Airflow that AIRFLOW_HOME points at.
-airflow-pools: setup
-	$(PY) -c 'import subprocess, sys; from dpo_tasks.orchestration.common import POOLS, POOLS_INCLUDE_DEFERRED as D; \
-		[subprocess.run([sys.prefix + "/bin/airflow", "pools", "set", *(["--include-deferred"] if n in D else []), n, str(s), d], \
-			check=True, stdout=subprocess.DEVNULL) for n, (s, d) in POOLS.items()]; \
-		print("pools:", ", ".join(f"{n}={s}" for n, (s, _) in POOLS.items()))'
 
 bench: setup
 	for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
