@@ -62,7 +62,7 @@ def _data_lineage(rd: RunDir) -> tuple[dict[str, str | None], dict[str, int]]:
     return hashes, dict(sorted(by_source.items()))
 
 
-def model_card(persona: Persona, rd: RunDir, *, run_id: str, created: datetime) -> dict[str, Any]:
+def model_card(persona: Persona, rd: RunDir, *, run_id: str, created: datetime, forced: bool = False) -> dict[str, Any]:
     cfg = persona.config
     hashes, by_source = _data_lineage(rd)
     evals = read_json(rd.eval / "summary_stats.json") if (rd.eval / "summary_stats.json").exists() else {}
@@ -85,12 +85,12 @@ def model_card(persona: Persona, rd: RunDir, *, run_id: str, created: datetime) 
             "ci_low": evals.get("ci_low"),
             "ci_high": evals.get("ci_high"),
         },
-        "gate": {k: gate.get(k) for k in ("decision", "reason", "threshold")},
+        "gate": {k: gate.get(k) for k in ("decision", "reason", "threshold")} | {"published_despite_gate": forced},
         "training": cfg.training.model_dump(mode="json", exclude={"kubernetes"}),
     }
 
 
-def stage_version(persona: Persona, rd: RunDir, dest: Path, *, run_id: str, created: datetime) -> dict[str, Any]:
+def stage_version(persona: Persona, rd: RunDir, dest: Path, *, run_id: str, created: datetime, forced: bool = False) -> dict[str, Any]:
     """Lay out a version in `dest` (empty dir) and write its manifest; returns the model card."""
     from dpo_tasks.store.manifest import write_manifest
 
@@ -107,7 +107,7 @@ def stage_version(persona: Persona, rd: RunDir, dest: Path, *, run_id: str, crea
     for src, name in ((rd.eval / "summary_stats.json", "summary.json"), (rd.eval / "evaluation_report.html", "evaluation_report.html")):
         if src.is_file():
             shutil.copy2(src, dest / "eval" / name)
-    card = model_card(persona, rd, run_id=run_id, created=created)
+    card = model_card(persona, rd, run_id=run_id, created=created, forced=forced)
     (dest / "model_card.json").write_text(json.dumps(card, indent=2) + "\n")
     write_manifest(dest)
     return card
@@ -137,13 +137,14 @@ def run(
         write_json(rd.publish, result)
         raise PublishRefused(f"{result['reason']}; not publishing (use --force to publish anyway)")
 
+    forced = gate is None or gate.get("decision") != "promote"
     store = open_store(store_uri)
     created = datetime.now(timezone.utc)
     previous = store.latest(namespace)
     with tempfile.TemporaryDirectory(prefix="persona-dpo-publish-") as tmp:
         staged = Path(tmp) / "version"
         staged.mkdir()
-        card = stage_version(persona, rd, staged, run_id=run_id, created=created)
+        card = stage_version(persona, rd, staged, run_id=run_id, created=created, forced=forced)
         # The content plus the exact time: republishing the same run within a second still gets a new name.
         digest = hashlib.sha256((json.dumps(build_manifest(staged), sort_keys=True) + created.isoformat()).encode()).hexdigest()
         version = version_name(created, digest)
@@ -164,7 +165,7 @@ def run(
         "latest_moved": not dry_run,
         "previous": previous,
         "dry_run": dry_run,
-        "forced": bool(force and (gate is None or gate.get("decision") != "promote")),
+        "forced": forced,
         "win_rate": card["evaluation"]["win_rate"],
     }
     write_json(rd.publish, result)

@@ -56,7 +56,7 @@ def test_publish_writes_a_complete_verified_version_and_moves_latest(tmp_path, p
     assert card["data_sha256"] == {p.name: sha256_file(p) for p in (rd.prompts, rd.labeled, rd.dpo)}
     assert card["pairs_by_source"] == {"feedback": 1, "generated": 2}
     assert card["evaluation"]["win_rate"] == 0.8 and card["evaluation"]["judge"] == "rules"
-    assert card["gate"]["decision"] == "promote"
+    assert card["gate"]["decision"] == "promote" and card["gate"]["published_despite_gate"] is False
     assert json.loads((rd.root / "publish.json").read_text())["version"] == result["version"]
 
 
@@ -82,6 +82,8 @@ def test_rejected_candidate_is_not_published_unless_forced(tmp_path, persona):
     assert LocalStore(tmp_path / "store").list_versions(PERSONA) == []
     forced = publish.run(persona, rd, store_uri=str(tmp_path / "store"), force=True)
     assert forced["forced"] and LocalStore(tmp_path / "store").latest(PERSONA) == forced["version"]
+    card = json.loads((tmp_path / "store" / PERSONA / forced["version"] / "model_card.json").read_text())
+    assert card["gate"]["decision"] == "reject" and card["gate"]["published_despite_gate"] is True
 
 
 def test_dry_run_uploads_but_leaves_latest(tmp_path, persona):
