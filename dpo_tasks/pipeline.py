@@ -7,9 +7,11 @@ entry point Airflow, the trainer pod and DVC use. A stage whose outputs are
 complete (its summary in `summaries/` and its output files present) is skipped;
 once a stage runs, every later stage runs again, since its inputs changed.
 Publish runs only when the gate says promote. The settings a run dir was
-started with are kept in `run_config.json`; resuming it with different settings
-is refused (start a new run dir instead), so a run's artifacts always come
-from one configuration.
+started with are kept in `run_config.json`. Resuming it with changed settings
+reruns from the first stage they affect (a new gate threshold reruns gate and
+publish; new training settings rerun format onwards); changed model or
+generation settings are refused (start a new run dir). Either way a run's
+artifacts come from one configuration.
 
 Writes `run_summary.json` (every stage's summary and timing) and prints a
 readable summary: prompts, pairs kept, train loss and reward accuracy, win rate
@@ -54,28 +56,66 @@ def is_complete(rd: RunDir, stage: str) -> bool:
     return rd.stage_summary(stage).is_file() and all(p.exists() for p in _outputs(rd)[stage])
 
 
+# Which stage a setting first affects; None: it does not change a run's artifacts.
+_FIRST_AFFECTED: dict[str, str | None] = {
+    "persona": "generate",
+    "config.model": "generate",
+    "config.generation": "generate",
+    "config.labeling": "label",
+    "config.training": "format",  # format counts records over training.max_length
+    "config.evaluation": "evaluate",
+    "config.gate": "gate",
+    "config.schedule": None,
+    "config.feedback": None,
+    "baseline": "evaluate",
+    "max_steps": "train",
+}
+
+
+def _affected_stage(path: str) -> str | None:
+    parts = path.split(".")
+    key = ".".join(parts[:2]) if parts[0] == "config" else parts[0]
+    return _FIRST_AFFECTED.get(key, "generate")
+
+
 def _check_run_config(rd: RunDir, settings: dict[str, Any]) -> None:
+    """Record the run's settings; on a resume with changed settings, rerun from the first stage they affect.
+
+    Changes to what generation produced (model, generation settings) are refused: the
+    prompts and variants on disk would silently mix two configurations.
+    """
     path = rd.root / "run_config.json"
     if not path.exists():
         write_json(path, settings)
         return
     before = read_json(path)
-    if before == settings:
-        return
     diffs = _diff(before, settings)
-    raise ConfigError(
-        f"run dir {str(rd.root)!r} was started with different settings ({'; '.join(diffs[:8])}); "
-        "resume it with the same settings, or use a new --run-dir"
-    )
+    if not diffs:
+        return
+    stages = {_affected_stage(path_) for path_, _ in diffs} - {None}
+    described = "; ".join(text for _, text in diffs[:8])
+    if "generate" in stages:
+        raise ConfigError(
+            f"run dir {str(rd.root)!r} was started with different generation settings ({described}); "
+            "resume it with the same settings, or use a new --run-dir"
+        )
+    if stages:
+        first = min(stages, key=STAGES.index)
+        log.warning("settings changed since this run dir was started (%s): rerunning from %s", described, first)
+        for stage in STAGES[STAGES.index(first):]:
+            rd.stage_summary(stage).unlink(missing_ok=True)
+    write_json(path, settings)
 
 
-def _diff(a: Any, b: Any, prefix: str = "") -> list[str]:
+def _diff(a: Any, b: Any, prefix: str = "") -> list[tuple[str, str]]:
+    """(dotted path, "path: old -> new") for every leaf that differs."""
     if isinstance(a, dict) and isinstance(b, dict):
         out = []
         for k in sorted(set(a) | set(b), key=str):
             out += _diff(a.get(k), b.get(k), f"{prefix}{k}.")
         return out
-    return [] if a == b else [f"{prefix.rstrip('.')}: {a!r} -> {b!r}"]
+    path = prefix.rstrip(".")
+    return [] if a == b else [(path, f"{path}: {a!r} -> {b!r}")]
 
 
 def run(

@@ -71,6 +71,13 @@ def test_run_publishes_then_resumes_without_redoing_work(tmp_path, tiny_model_di
     assert set(third["seconds"]) == {"gate", "publish"}
     assert len(LocalStore(store).list_versions(PERSONA)) == 2
 
+    # A stricter gate on the same run dir reruns only the gate, which now rejects.
+    stricter = [a.replace("gate.min_win_rate_lower_bound=0.0", "gate.min_win_rate_lower_bound=1.0") for a in argv]
+    assert cli.main(stricter) == 0
+    fourth = json.loads(rd.summary.read_text())
+    assert set(fourth["seconds"]) == {"gate"} and fourth["stages"]["publish"]["skipped"]
+    assert len(LocalStore(store).list_versions(PERSONA)) == 2
+
 
 @pytest.mark.slow
 def test_run_rejected_by_the_gate_skips_publish_with_the_reason(tmp_path, tiny_model_dir):
@@ -85,10 +92,38 @@ def test_run_rejected_by_the_gate_skips_publish_with_the_reason(tmp_path, tiny_m
     assert "skipped (gate: win-rate lower bound" in pipeline.format_summary(summary)
 
 
-def test_resuming_with_other_settings_is_refused(tmp_path):
+def _settings(persona, **extra):
+    return {"persona": PERSONA, "config": persona.config.model_dump(mode="json"), "baseline": "base", "max_steps": None} | extra
+
+
+def test_resuming_with_other_generation_settings_is_refused(tmp_path):
     persona = load_persona(PERSONA)
     rd = RunDir(tmp_path / "run").ensure()
-    pipeline._check_run_config(rd, {"persona": PERSONA, "config": persona.config.model_dump(mode="json"), "baseline": "base", "max_steps": None})
-    changed = with_overrides(persona, {"training": {"epochs": 1}})
-    with pytest.raises(ConfigError, match=r"training.epochs: 3.0 -> 1.0"):
+    pipeline._check_run_config(rd, _settings(persona))
+    changed = with_overrides(persona, {"generation": {"num_prompts": 7}})
+    with pytest.raises(ConfigError, match=r"generation.num_prompts: 60 -> 7"):
         pipeline.run(changed, rd)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "extra", "first"),
+    [
+        pytest.param({"gate": {"min_win_rate_lower_bound": 0.3}}, {}, "gate", id="gate-threshold"),
+        pytest.param({"training": {"epochs": 1}}, {}, "format", id="training"),
+        pytest.param({"labeling": {"min_margin": 2.0}}, {}, "label", id="labeling"),
+        pytest.param({}, {"baseline": "latest"}, "evaluate", id="baseline"),
+        pytest.param({"feedback": {"min_feedback": 5}}, {}, None, id="irrelevant-to-the-run"),
+    ],
+)
+def test_changed_settings_rerun_from_the_first_affected_stage(tmp_path, overrides, extra, first):
+    persona = load_persona(PERSONA)
+    rd = RunDir(tmp_path / "run").ensure()
+    pipeline._check_run_config(rd, _settings(persona))
+    for stage in pipeline.STAGES:
+        rd.stage_summary(stage).parent.mkdir(exist_ok=True)
+        rd.stage_summary(stage).write_text("{}")
+    changed = _settings(with_overrides(persona, overrides), **extra)
+    pipeline._check_run_config(rd, changed)
+    kept = [s for s in pipeline.STAGES if rd.stage_summary(s).exists()]
+    assert kept == list(pipeline.STAGES[: pipeline.STAGES.index(first)] if first else pipeline.STAGES)
+    assert json.loads((rd.root / "run_config.json").read_text()) == changed
