@@ -3,7 +3,7 @@
 Same prompts, same sampling settings, same code path (`generate.generate_texts`);
 only the batch size differs. Prints tokens/s of each and the ratio (goal: >= 4x).
 
-    python bench/generation.py [--prompts 8] [--batch-size 8] [--max-new-tokens 192]
+    python bench/generation.py [--prompts 16] [--batch-size 16] [--max-new-tokens 192]
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ def measure(model, tokenizer, conversations, *, batch_size: int, max_new_tokens:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--persona", default=DEFAULT_PERSONA)
-    parser.add_argument("--prompts", type=int, default=8)
+    parser.add_argument("--prompts", type=int, default=16)
     parser.add_argument("--batch-size", type=int, default=None, help="default: the persona's generation.batch_size")
     parser.add_argument("--max-new-tokens", type=int, default=None, help="default: the persona's generation.max_new_tokens")
     args = parser.parse_args()

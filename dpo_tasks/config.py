@@ -55,7 +55,7 @@ class ModelConfig(_Model):
 
 class GenerationConfig(_Model):
     num_prompts: int = Field(60, ge=1, le=100_000)
-    batch_size: int = Field(8, ge=1, le=1024)
+    batch_size: int = Field(16, ge=1, le=1024)
     max_new_tokens: int = Field(192, ge=8, le=4096)
     strong_temperature: float = Field(0.7, gt=0, le=2)
     weak_temperature: float = Field(0.9, gt=0, le=2)
