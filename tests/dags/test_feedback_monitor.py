@@ -98,7 +98,8 @@ def _run_monitor(home: Path, env: dict[str, str]) -> dict:
 
 
 @pytest.mark.slow
-def test_crossing_queues_exactly_one_dpo_run_and_feedback_below_the_rule_none(airflow_home, feedback_db, tmp_path):
+def test_crossing_queues_exactly_one_dpo_run_and_feedback_below_the_rule_none(fresh_airflow_home, feedback_db, tmp_path):
+    airflow_home = fresh_airflow_home  # other tests' runs would count as runs the monitor queued
     # min_feedback 20, max_good_ratio 0.5, no cooldown: the second check is held back by the rule alone.
     raw = yaml.safe_load(default_personas_path().read_text())
     raw["defaults"]["feedback"] = {"min_feedback": 20, "max_good_ratio": 0.5, "cooldown_hours": 0}
