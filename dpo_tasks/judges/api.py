@@ -33,7 +33,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from dpo_tasks.config import Persona
+from dpo_tasks.config import GeminiConfig, GroqConfig, Persona
 from dpo_tasks.judges.base import CRITERIA, Judge, OrderedVerdict, PairItem, PairJudgement, Scores, combine_orders
 from dpo_tasks.judges.prompts import JudgePrompt, Purpose, render
 from dpo_tasks.runs import JsonlAppender, read_jsonl
@@ -275,21 +275,18 @@ class ApiJudge(Judge):
 
     def __init__(
         self,
+        config: GroqConfig | GeminiConfig,
         *,
-        model: str,
-        max_concurrency: int,
-        requests_per_minute: int,
-        tokens_per_minute: int,
-        max_retries: int,
-        backoff_base_s: float,
-        backoff_max_s: float,
-        max_output_tokens: int,
-        price_in_per_mtok: float,
-        price_out_per_mtok: float,
         both_orders: bool = True,
         hard_constraint_shortcut: bool = False,
         cache_dir: str | Path | None = None,
     ):
+        # Both API configs name their limits, retries and prices the same way.
+        model, max_concurrency, max_retries = config.model, config.max_concurrency, config.max_retries
+        requests_per_minute, tokens_per_minute = config.requests_per_minute, config.tokens_per_minute
+        backoff_base_s, backoff_max_s = config.backoff_base_s, config.backoff_max_s
+        max_output_tokens = config.max_output_tokens
+        price_in_per_mtok, price_out_per_mtok = config.price_in_per_mtok, config.price_out_per_mtok
         self.model = model
         self.max_concurrency = max_concurrency
         self.max_retries = max_retries

@@ -54,19 +54,7 @@ class GeminiJudge(ApiJudge):
     purpose = "evaluate"
 
     def __init__(self, config: GeminiConfig, *, cache_dir: str | Path | None = None, credentials: Any = None):
-        super().__init__(
-            model=config.model,
-            max_concurrency=config.max_concurrency,
-            requests_per_minute=config.requests_per_minute,
-            tokens_per_minute=config.tokens_per_minute,
-            max_retries=config.max_retries,
-            backoff_base_s=config.backoff_base_s,
-            backoff_max_s=config.backoff_max_s,
-            max_output_tokens=config.max_output_tokens,
-            price_in_per_mtok=config.price_in_per_mtok,
-            price_out_per_mtok=config.price_out_per_mtok,
-            cache_dir=cache_dir,
-        )
+        super().__init__(config, cache_dir=cache_dir)
         self.config = config
         from google import genai
         from google.genai import types

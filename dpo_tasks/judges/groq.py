@@ -76,16 +76,7 @@ class GroqJudge(ApiJudge):
 
     def __init__(self, config: GroqConfig, *, cache_dir: str | Path | None = None, api_key: str | None = None):
         super().__init__(
-            model=config.model,
-            max_concurrency=config.max_concurrency,
-            requests_per_minute=config.requests_per_minute,
-            tokens_per_minute=config.tokens_per_minute,
-            max_retries=config.max_retries,
-            backoff_base_s=config.backoff_base_s,
-            backoff_max_s=config.backoff_max_s,
-            max_output_tokens=config.max_output_tokens,
-            price_in_per_mtok=config.price_in_per_mtok,
-            price_out_per_mtok=config.price_out_per_mtok,
+            config,
             both_orders=config.both_orders,
             hard_constraint_shortcut=config.hard_constraint_shortcut,
             cache_dir=cache_dir,
