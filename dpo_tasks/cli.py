@@ -117,7 +117,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.command = command
     try:
         rc = module.main(args)
-    except ConfigError as exc:
+    except (ConfigError, FileNotFoundError) as exc:
+        # A bad setting or a missing input file: say which, without a traceback.
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return int(rc or 0)

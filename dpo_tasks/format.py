@@ -119,9 +119,5 @@ def make_parser(command: str = "format") -> argparse.ArgumentParser:
 
 def main(args: argparse.Namespace) -> int:
     persona = persona_from_args(args)
-    try:
-        run(persona, args.run_dir)
-    except FileNotFoundError as exc:
-        log.error("%s", exc)
-        return 2
+    run(persona, args.run_dir)
     return 0

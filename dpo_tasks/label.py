@@ -173,9 +173,5 @@ def main(args: argparse.Namespace) -> int:
     persona = persona_from_args(args)
     overrides = {k: v for k, v in (("judge", args.judge), ("min_margin", args.min_margin)) if v is not None}
     persona = with_overrides(persona, {"labeling": overrides})
-    try:
-        run(persona, args.run_dir)
-    except FileNotFoundError as exc:
-        log.error("%s", exc)
-        return 2
+    run(persona, args.run_dir)
     return 0

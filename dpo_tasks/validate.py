@@ -262,11 +262,7 @@ def main(args: argparse.Namespace) -> int:
 
         tokenizer = load_tokenizer(args.tokenizer)
         count_tokens = lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"])  # noqa: E731
-    try:
-        result = validate_file(args.file, max_chars=args.max_chars, max_tokens=args.max_tokens, count_tokens=count_tokens)
-    except FileNotFoundError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    result = validate_file(args.file, max_chars=args.max_chars, max_tokens=args.max_tokens, count_tokens=count_tokens)
     for problem in result.problems:
         print(f"{args.file}: {problem}")
     if args.stats:

@@ -90,10 +90,10 @@ def test_length_over_training_max_is_reported(tmp_path, persona, caplog):
     assert "exceed training.max_length=64" in caplog.text
 
 
-def test_cli_runs_format_and_reports_missing_input(tmp_path, smol_tokenizer_dir, caplog):
+def test_cli_runs_format_and_reports_missing_input(tmp_path, smol_tokenizer_dir, capsys):
     run_dir = labeled_run(tmp_path, [pair(1), pair(2)])
     base = ["--persona", VEGAN.id, "--set", f"model.base={smol_tokenizer_dir}"]
     assert cli(["format", *base, "--run-dir", str(run_dir.root)]) == 0
     assert len(read_jsonl(run_dir.dpo)) == 2
     assert cli(["format", *base, "--run-dir", str(tmp_path / "nothing")]) == 2
-    assert "labeled.jsonl not found: run the label stage first" in caplog.text
+    assert "labeled.jsonl not found: run the label stage first" in capsys.readouterr().err

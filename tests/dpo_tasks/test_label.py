@@ -135,12 +135,12 @@ def test_rerun_rewrites_the_output_instead_of_appending(tmp_path):
     assert not list(run_dir.root.glob(".*.tmp"))
 
 
-def test_cli_overrides_margin_and_reports_missing_input(tmp_path, caplog):
+def test_cli_overrides_margin_and_reports_missing_input(tmp_path, capsys):
     run_dir = make_run_dir(tmp_path)
     assert cli(["label", "--persona", VEGAN.id, "--run-dir", str(run_dir.root), "--min-margin", "0"]) == 0
     assert json.loads(run_dir.stage_summary("label").read_text())["kept"] == 3
     assert cli(["label", "--persona", VEGAN.id, "--run-dir", str(tmp_path / "empty")]) == 2
-    assert "variants.jsonl not found: run the generate stage first" in caplog.text
+    assert "variants.jsonl not found: run the generate stage first" in capsys.readouterr().err
 
 
 def test_cli_rejects_an_unknown_judge(tmp_path, capsys):
