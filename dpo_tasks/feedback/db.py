@@ -158,35 +158,32 @@ def create_database(admin_url: str, prefix: str = "persona_dpo_feedback") -> str
 
     For tests and benchmarks, which must not touch a real feedback table.
     """
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    # A database name is an identifier, which cannot be a parameter;
+    # the name is generated here, never taken from input.
+    _admin_execute(admin_url, f'CREATE DATABASE "{name}"')
+    return urlunsplit(urlsplit(admin_url)._replace(path=f"/{name}"))
+
+
+def _admin_execute(admin_url: str, sql: str) -> None:
+    """Run one statement outside a transaction (CREATE/DROP DATABASE refuse to run inside one)."""
     import psycopg2
 
-    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
     conn = psycopg2.connect(admin_url)
     conn.autocommit = True
     try:
         with conn.cursor() as cur:
-            # A database name is an identifier, which cannot be a parameter;
-            # the name is generated here, never taken from input.
-            cur.execute(f'CREATE DATABASE "{name}"')
+            cur.execute(sql)
     finally:
         conn.close()
-    return urlunsplit(urlsplit(admin_url)._replace(path=f"/{name}"))
 
 
 def drop_database(admin_url: str, url: str) -> None:
     """Drop the database `url` names, disconnecting whoever is still on it."""
-    import psycopg2
-
     name = urlsplit(url).path.lstrip("/")
     if not re.fullmatch(r"[a-z0-9_]+", name):
         raise ValueError(f"refusing to drop database {name!r}: not a name create_database makes")
-    conn = psycopg2.connect(admin_url)
-    conn.autocommit = True
-    try:
-        with conn.cursor() as cur:
-            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        conn.close()
+    _admin_execute(admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def add_db_args(parser: argparse.ArgumentParser) -> None:
