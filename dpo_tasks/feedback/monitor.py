@@ -18,7 +18,7 @@ The DAG file `dags/feedback_monitor.py` only calls `build_monitor_dag()`.
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 from typing import Any
 
 from airflow.sdk import DAG, BaseOperator, TaskGroup, task
@@ -26,13 +26,12 @@ from airflow.sdk import DAG, BaseOperator, TaskGroup, task
 from dpo_tasks.config import Persona, load_personas_lenient
 from dpo_tasks.feedback.db import DEFAULT_CONN_ID
 from dpo_tasks.feedback.sensor import FeedbackThresholdSensor
-from dpo_tasks.orchestration.common import default_args, on_failure_callback
+from dpo_tasks.orchestration.common import dag_policy
 
 log = logging.getLogger(__name__)
 
 DAG_ID = "feedback_monitor"
 TAGS = ["persona-dpo", "feedback"]
-START_DATE = datetime(2025, 1, 1, tzinfo=timezone.utc)
 # Each monitor run watches for one window; the next run picks up where it left off.
 SCHEDULE = timedelta(minutes=30)
 WATCH_FOR = timedelta(minutes=28)
@@ -155,12 +154,8 @@ def build_monitor_dag(
         description="Start a persona's DPO run when its users' feedback says the model drifts",
         doc_md=DOC,
         schedule=SCHEDULE,
-        start_date=START_DATE,
-        catchup=False,
-        max_active_runs=1,
         dagrun_timeout=SCHEDULE + timedelta(minutes=15),
-        default_args=default_args(),
-        on_failure_callback=on_failure_callback,
+        **dag_policy(),
         tags=TAGS,
     ) as dag:
         for persona in personas.personas.values():

@@ -1,8 +1,11 @@
 """Names and defaults every Persona DPO DAG shares (the feedback monitor included).
 
-    from dpo_tasks.orchestration.common import default_args, on_failure_callback, POOL_GROQ
+    from dpo_tasks.orchestration.common import dag_policy, POOL_GROQ
 
-`default_args()` gives owner, retries with exponential backoff and the one-line failure
+    with DAG(dag_id=..., schedule=..., dagrun_timeout=..., **dag_policy()): ...
+
+`dag_policy()` gives the start date, no catchup, one active run, `default_args()` (owner,
+retries with exponential backoff, the one-line failure callback) and the DAG-level failure
 callback; `on_failure_callback` works both as a task and as a DAG callback.
 """
 
@@ -11,7 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import re
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +38,7 @@ RETRIES = 2
 RETRY_DELAY = timedelta(minutes=2)
 MAX_RETRY_DELAY = timedelta(minutes=30)
 DAGRUN_TIMEOUT = timedelta(hours=12)
+START_DATE = datetime(2025, 1, 1, tzinfo=timezone.utc)
 
 
 def runs_root() -> Path:
@@ -90,3 +94,14 @@ def default_args(**overrides: Any) -> dict[str, Any]:
     }
     args.update(overrides)
     return args
+
+
+def dag_policy() -> dict[str, Any]:
+    """DAG arguments every Persona DPO DAG shares: no backfill, one run at a time, retries, a failure line."""
+    return {
+        "start_date": START_DATE,
+        "catchup": False,
+        "max_active_runs": 1,
+        "default_args": default_args(),
+        "on_failure_callback": on_failure_callback,
+    }

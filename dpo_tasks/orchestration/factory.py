@@ -12,21 +12,20 @@ from __future__ import annotations
 
 import logging
 from contextlib import contextmanager
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 from typing import Any, Iterator
 
 from airflow.sdk import DAG, Param, ParamsDict, TriggerRule, chain, get_parsing_context
 
 from dpo_tasks.config import DEFAULT_PERSONA, PersonasFile, PipelineConfig, Persona, load_personas_lenient
 from dpo_tasks.orchestration import tasks
-from dpo_tasks.orchestration.common import DAGRUN_TIMEOUT, POOL_A100, POOL_GROQ, default_args, on_failure_callback
+from dpo_tasks.orchestration.common import DAGRUN_TIMEOUT, POOL_A100, POOL_GROQ, dag_policy
 from dpo_tasks.orchestration.params import persona_params
 from dpo_tasks.orchestration.operators import ChooseRunnerOperator, StageOperator
 from dpo_tasks.orchestration.pod import TrainPodOperator
 
 log = logging.getLogger(__name__)
 
-START_DATE = datetime(2025, 1, 1, tzinfo=timezone.utc)
 CUSTOM_DAG_ID = "dpo_custom"
 PERSONA_TAGS = ["persona-dpo", "dpo", "persona"]
 CUSTOM_TAGS = ["persona-dpo", "dpo", "community"]
@@ -108,12 +107,8 @@ def build_persona_dag(persona: Persona, personas_path: str | None = None) -> DAG
         description=f"DPO alignment of the {persona.name} persona's adapter",
         doc_md=_persona_doc(persona, path or "personas.yaml"),
         schedule=persona.config.schedule,
-        start_date=START_DATE,
-        catchup=False,
-        max_active_runs=1,
         dagrun_timeout=DAGRUN_TIMEOUT,
-        default_args=default_args(),
-        on_failure_callback=on_failure_callback,
+        **dag_policy(),
         params=persona_params(persona.config),
         tags=PERSONA_TAGS,
     ) as dag, _tasks_share_dag_params(dag):
@@ -178,12 +173,8 @@ def build_custom_dag(personas: PersonasFile) -> DAG:
         description="DPO on a community's own preference dataset, triggered through the REST API",
         doc_md=CUSTOM_DOC,
         schedule=None,
-        start_date=START_DATE,
-        catchup=False,
-        max_active_runs=1,
         dagrun_timeout=DAGRUN_TIMEOUT,
-        default_args=default_args(),
-        on_failure_callback=on_failure_callback,
+        **dag_policy(),
         params=_custom_params(cfg, sorted(personas.personas)),
         tags=CUSTOM_TAGS,
     ) as dag, _tasks_share_dag_params(dag):
