@@ -15,7 +15,7 @@ AIRFLOW_DEMO_HOME ?= runs/airflow-home
 AIRFLOW_DEMO_CONF ?= $(shell $(PY) -c 'import json, sys, yaml; print(json.dumps({"overrides": {k: yaml.safe_load(v) \
 	for k, v in (a.split("=", 1) for a in sys.argv[2::2])}}))' $(DEMO_SETTINGS) 2>/dev/null)
 
-.PHONY: setup demo test bench clean airflow-demo airflow-pools browser
+.PHONY: setup demo test bench docs clean airflow-demo airflow-pools browser
 
 setup: $(VENV)/.installed
 
@@ -76,8 +76,12 @@ airflow-demo: setup
 	$(VENV)/bin/airflow db migrate >/dev/null && $(AIRFLOW_POOLS) && \
 	$(VENV)/bin/airflow dags test dpo_$(PERSONA) -c '$(AIRFLOW_DEMO_CONF)'
 
+# The docs/ site into site/ (strict: a broken link fails); `$(VENV)/bin/mkdocs serve` previews it.
+docs: setup
+	$(PY) -m mkdocs build --strict
+
 bench: setup
 	for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
 clean:
-	rm -rf runs store .pytest_cache
+	rm -rf runs store site .pytest_cache
