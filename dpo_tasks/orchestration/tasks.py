@@ -12,21 +12,20 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
-from dpo_tasks.config import DEFAULT_PERSONA, ConfigError, Persona, default_personas_path, load_persona, with_overrides
+from dpo_tasks.config import ConfigError, Persona, default_personas_path, load_persona, with_overrides
 from dpo_tasks.orchestration.common import run_dir_for, safe_run_id
+from dpo_tasks.orchestration.custom import check_custom_conf
 from dpo_tasks.orchestration.params import overrides_from_params
 from dpo_tasks.runs import RunDir, read_json, write_json, write_jsonl
 
 log = logging.getLogger(__name__)
 
-COMMUNITY_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
 # `python -m dpo_tasks` exits with 2 on a ConfigError (bad settings or input).
 CONFIG_ERROR_RC = 2
 # Summaries larger than this are not XCom material; the task returns their path instead.
@@ -265,25 +264,14 @@ def prepare_custom_run(personas_file: str | None = None) -> dict[str, Any]:
 
     ctx = _context()
     params = dict(ctx["params"])
-    community = params.get("communityId")
-    if not isinstance(community, str) or not COMMUNITY_ID_RE.match(community):
-        raise ConfigError(f"run conf 'communityId' = {community!r} must match {COMMUNITY_ID_RE.pattern}")
-    dataset, uri = params.get("dataset"), params.get("dataset_uri")
-    if (dataset is None) == (uri is None):
-        raise ConfigError(
-            f"run conf needs exactly one of 'dataset' (inline list) or 'dataset_uri'; got dataset={type(dataset).__name__}, "
-            f"dataset_uri={uri!r}"
-        )
-    base_persona = params.get("persona") or DEFAULT_PERSONA
-    namespace = f"policies/{community}"
-    rd = RunDir(run_dir_for(f"policies/{community}", ctx["run_id"])).ensure()
+    request = check_custom_conf(params)
+    community, base_persona, namespace = request.community, request.persona, request.namespace
+    rd = RunDir(run_dir_for(namespace, ctx["run_id"])).ensure()
     snapshot = _snapshot_personas(personas_file, rd)
-    if uri is not None:
-        records, where, unparsed = load_records(fetch_file(uri, rd.root / "community_dataset.raw"))
-    elif isinstance(dataset, list):
-        records, where, unparsed = dataset, None, []
+    if request.dataset_uri is not None:
+        records, where, unparsed = load_records(fetch_file(request.dataset_uri, rd.root / "community_dataset.raw"))
     else:
-        raise ConfigError(f"run conf 'dataset' must be a list of {{prompt, chosen, rejected}}, got {type(dataset).__name__}")
+        records, where, unparsed = request.dataset, None, []
     result = validate_records(records, where=where)
     problems = [*unparsed, *result.problems]
     for problem in problems:
