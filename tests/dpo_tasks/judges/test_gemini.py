@@ -22,7 +22,7 @@ ITEM = PairItem(id="e1", prompt="A weeknight curry with chickpeas?", response_a=
 
 def fast_config(**kw) -> GeminiConfig:
     base = dict(project="test-project", location="us-central1", max_retries=2, backoff_base_s=0.05, backoff_max_s=0.2,
-                timeout_s=0.5, requests_per_minute=60_000)
+                timeout_s=3.0, requests_per_minute=60_000)
     return GeminiConfig(**{**base, **kw})
 
 
@@ -60,7 +60,7 @@ SCENARIOS = [
     pytest.param(first_attempt(Reply(status=429)), [2, 2], "ok", "a", id="429-without-header-backs-off"),
     pytest.param(first_attempt(Reply(status=500)), [2, 2], "ok", "a", id="500-once"),
     pytest.param(always(lambda r: Reply(status=503)), [3, 3], "failed", None, id="503-always"),
-    pytest.param(first_attempt(Reply(delay_s=1.5, text=verdict_json("1"))), [2, 2], "ok", "a", id="slow-past-timeout"),
+    pytest.param(first_attempt(Reply(delay_s=4.0, text=verdict_json("1"))), [2, 2], "ok", "a", id="slow-past-timeout"),
     pytest.param(always(lambda r: Reply(status=400, error_message="bad model")), [1, 1], "failed", None, id="400-not-retried"),
     pytest.param(always(lambda r: Reply(text='{"preferred": "2", "scores": {"1": {"persona_al', finish_reason="MAX_TOKENS")), [1, 1], "invalid", None, id="truncated-json"),
     pytest.param(always(lambda r: Reply(text="Here is my assessment.\n" + default_judge(r).text + "\nThanks.")), [1, 1], "ok", "a", id="prose-wrapped-json"),

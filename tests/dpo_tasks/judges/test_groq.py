@@ -22,7 +22,7 @@ ITEM = PairItem(id="p1", prompt="Tacos for dinner with black beans?", response_a
 
 
 def fast_config(**kw) -> GroqConfig:
-    base = dict(max_retries=2, backoff_base_s=0.05, backoff_max_s=0.2, timeout_s=0.5,
+    base = dict(max_retries=2, backoff_base_s=0.05, backoff_max_s=0.2, timeout_s=3.0,
                 hard_constraint_shortcut=False, requests_per_minute=60_000, tokens_per_minute=10_000_000)
     return GroqConfig(**{**base, **kw})
 
@@ -65,7 +65,7 @@ SCENARIOS = [
     pytest.param(first_attempt(Reply(status=500)), [2, 2], "ok", "a", id="500-once"),
     pytest.param(first_attempt(Reply(status=503)), [2, 2], "ok", "a", id="503-once"),
     pytest.param(always(lambda r: Reply(status=503)), [3, 3], "failed", None, id="503-always-fails-after-retries"),
-    pytest.param(first_attempt(Reply(delay_s=1.5, text=verdict_json("1"))), [2, 2], "ok", "a", id="slow-past-timeout"),
+    pytest.param(first_attempt(Reply(delay_s=4.0, text=verdict_json("1"))), [2, 2], "ok", "a", id="slow-past-timeout"),
     pytest.param(first_attempt(Reply(raw_body=b'{"id": "chatcmpl-1", "choi')), [2, 2], "ok", "a", id="truncated-http-body"),
     pytest.param(always(lambda r: Reply(status=401, error_message="Invalid API Key")), [1, 1], "failed", None, id="401-not-retried"),
     pytest.param(always(lambda r: Reply(text=TRUNCATED, finish_reason="length")), [1, 1], "invalid", None, id="truncated-json"),
