@@ -21,7 +21,8 @@ import os
 import sys
 from typing import Any, Sequence
 
-from dpo_tasks.config import DEFAULT_PERSONA, ConfigError, Persona, load_persona, with_overrides
+from dpo_tasks.config import DEFAULT_PERSONA, ConfigError, Persona, load_persona, parse_yaml, with_overrides
+from dpo_tasks.loaders import InputFileError, brief
 
 # command -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -63,19 +64,32 @@ def add_persona_args(parser: argparse.ArgumentParser, *, run_dir: bool = True) -
 
 
 def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
-    """`["training.epochs=1", "labeling.judge=groq"]` -> nested dict, values parsed as YAML."""
-    import yaml
+    """`["training.epochs=1", "labeling.judge=groq"]` -> nested dict, values parsed as YAML.
 
+    A key given twice, or both as a value and as a section (`training=1` and
+    `training.epochs=2`), is refused: which one the caller meant is unknowable.
+    """
     out: dict[str, Any] = {}
+    given: dict[str, str] = {}
     for item in items:
         key, sep, raw = item.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. training.epochs=1")
+        key = key.strip()
+        parts = key.split(".")
+        if not sep or not key or not all(parts):
+            raise ConfigError(f"--set {brief(item)}: expected KEY=VALUE, e.g. training.epochs=1")
+        for n in range(1, len(parts) + 1):
+            prefix = ".".join(parts[:n])
+            if given.get(prefix) == "value":
+                raise ConfigError(f"--set {brief(item)}: conflicts with an earlier --set of {brief(prefix)}")
+        if given.get(key) == "section":
+            raise ConfigError(f"--set {brief(item)}: conflicts with an earlier --set of a key inside {brief(key)}")
+        for n in range(1, len(parts)):
+            given[".".join(parts[:n])] = "section"
+        given[key] = "value"
         node = out
-        parts = key.strip().split(".")
         for part in parts[:-1]:
             node = node.setdefault(part, {})
-        node[parts[-1]] = yaml.safe_load(raw)
+        node[parts[-1]] = parse_yaml(raw, f"--set {brief(key)}")
     return out
 
 
@@ -117,8 +131,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.command = command
     try:
         rc = module.main(args)
-    except (ConfigError, FileNotFoundError) as exc:
-        # A bad setting or a missing input file: say which, without a traceback.
+    except (ConfigError, InputFileError, FileNotFoundError) as exc:
+        # A bad setting, a missing or unusable input file: say which, without a traceback.
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return int(rc or 0)

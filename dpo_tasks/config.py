@@ -6,8 +6,14 @@
 file uses `load_personas_lenient`, which keeps the good personas and returns
 the errors of the bad ones, so one typo does not take down the other DAGs.
 
-Only pydantic and yaml are imported here: the DAG files import this module at
-parse time.
+The file is untrusted in the sense that a typo or a paste must not hurt: it
+is capped in size, so is what YAML aliases expand to (a 613-byte alias bomb
+expands to gigabytes); duplicate keys, duplicate persona ids and unknown keys at
+every level are refused; cron schedules and Kubernetes quantities are checked here, at
+load, naming the persona; every echoed value is bounded (`loaders.brief`).
+
+Only pydantic, yaml and croniter are imported here: the DAG files import this
+module at parse time.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from __future__ import annotations
 import copy
 import os
 import re
+from decimal import Decimal, InvalidOperation
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -22,9 +29,65 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from dpo_tasks.loaders import InputFileError, brief, check_regular_file, decode_utf8
+
 PERSONA_ID_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 DEFAULT_PERSONA = "persona_e_mexican_vegan"
 EMBEDDED_MODEL = "smollm2-135m-instruct"
+MAX_PERSONAS_BYTES = 1024 * 1024
+MAX_YAML_DEPTH = 32
+# Values after alias expansion; the shipped file has about 600.
+MAX_YAML_VALUES = 50_000
+# Kubernetes resource quantity (k8s.io/apimachinery resource.Quantity): a decimal with an optional
+# binary (Ki..Ei), decimal SI (n, u, m, k, M..E) or exponent suffix.
+_QUANTITY_RE = re.compile(r"(?P<num>[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?P<suffix>Ki|Mi|Gi|Ti|Pi|Ei|[numkMGTPE]|[eE][+-]?[0-9]+)?")
+_QUANTITY_SCALE = {
+    None: Decimal(1), "n": Decimal("1e-9"), "u": Decimal("1e-6"), "m": Decimal("1e-3"), "k": Decimal(10) ** 3,
+    "M": Decimal(10) ** 6, "G": Decimal(10) ** 9, "T": Decimal(10) ** 12, "P": Decimal(10) ** 15, "E": Decimal(10) ** 18,
+    "Ki": Decimal(2) ** 10, "Mi": Decimal(2) ** 20, "Gi": Decimal(2) ** 30, "Ti": Decimal(2) ** 40, "Pi": Decimal(2) ** 50,
+    "Ei": Decimal(2) ** 60,
+}
+# Schedules Airflow takes that are not cron expressions.
+_NON_CRON_SCHEDULES = {"@once", "@continuous"}
+
+
+def parse_quantity(value: str) -> Decimal:
+    """A Kubernetes quantity ("500m", "64Gi", "1.5") as a number; ValueError naming the value otherwise."""
+    m = _QUANTITY_RE.fullmatch(value) if isinstance(value, str) else None
+    if not m:
+        raise ValueError(
+            f"{brief(value)} is not a Kubernetes quantity: a number with an optional suffix "
+            "(cpu: \"8\", \"500m\"; memory: \"64Gi\", \"512Mi\", \"1G\")"
+        )
+    suffix = m.group("suffix")
+    try:
+        if suffix and suffix[0] in "eE":
+            return Decimal(m.group("num")) * Decimal(10) ** int(suffix[1:])
+        return Decimal(m.group("num")) * _QUANTITY_SCALE[suffix]
+    except (InvalidOperation, ValueError, OverflowError):
+        raise ValueError(f"{brief(value)} is not a usable Kubernetes quantity") from None
+
+
+def validate_schedule(value: str | None) -> str | None:
+    """None, an Airflow preset or a 5-field cron expression that fires; ValueError saying why otherwise.
+
+    Airflow's cron timetables validate with croniter; checking here names the persona at load
+    instead of failing when the scheduler first computes a run.
+    """
+    if value is None or value in _NON_CRON_SCHEDULES:
+        return value
+    from croniter import CroniterBadCronError, CroniterBadDateError, croniter
+
+    if not value.startswith("@") and len(value.split()) != 5 or value != value.strip() or "\n" in value:
+        raise ValueError(f"{brief(value)} is not a 5-field cron expression (minute hour day month weekday) "
+                         "or an Airflow preset (@hourly, @daily, @weekly, @monthly, @yearly, @once, @continuous)")
+    try:
+        croniter(value).get_next(float)
+    except CroniterBadDateError:
+        raise ValueError(f"cron expression {brief(value)} never fires") from None
+    except (CroniterBadCronError, ValueError, KeyError) as exc:
+        raise ValueError(f"{brief(value)} is not a valid cron expression: {exc}") from None
+    return value
 
 
 def package_root() -> Path:
@@ -112,6 +175,23 @@ class KubernetesConfig(_Model):
     service_account_name: str | None = None
     cpu: str = "8"
     memory: str = "64Gi"
+    # Scratch disk for the pod (the model download and checkpoints); None leaves the cluster default.
+    ephemeral_storage: str | None = None
+
+    @field_validator("cpu", "memory", "ephemeral_storage")
+    @classmethod
+    def _quantity(cls, v: str | None, info: Any) -> str | None:
+        if v is None:
+            return v
+        amount = parse_quantity(v)
+        if amount <= 0:
+            raise ValueError(f"{info.field_name} must be a positive quantity, got {brief(v)}")
+        # Bytes below a mebibyte are a missing suffix ("64" meant "64Gi"), not a pod size.
+        if info.field_name != "cpu" and amount < 2**20:
+            raise ValueError(f"{info.field_name} = {brief(v)} is {amount} bytes; add a suffix such as Mi or Gi")
+        if info.field_name == "cpu" and amount < Decimal("0.001"):
+            raise ValueError(f"cpu = {brief(v)} is below 1m, the smallest CPU request Kubernetes accepts")
+        return v
 
 
 class TrainingConfig(_Model):
@@ -188,6 +268,11 @@ class PipelineConfig(_Model):
     gate: GateConfig = GateConfig()
     feedback: FeedbackConfig = FeedbackConfig()
 
+    @field_validator("schedule")
+    @classmethod
+    def _schedule(cls, v: str | None) -> str | None:
+        return validate_schedule(v)
+
 
 class Persona(_Model):
     id: str
@@ -206,9 +291,9 @@ class Persona(_Model):
     @field_validator("id")
     @classmethod
     def _id_shape(cls, v: str) -> str:
-        if not PERSONA_ID_RE.match(v):
+        if not PERSONA_ID_RE.fullmatch(v):
             raise ValueError(
-                f"persona id {v!r} must match {PERSONA_ID_RE.pattern} "
+                f"persona id {brief(v)} must match {PERSONA_ID_RE.pattern} "
                 "(lowercase letters, digits, underscores; it becomes a DAG id and a path)"
             )
         return v
@@ -279,39 +364,136 @@ def format_validation_error(where: str, err: ValidationError, *, config_key: str
         loc = ".".join(parts) or "(entry)"
         msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
-            lines.append(f"{where}: unknown field {loc!r} (value {e['input']!r}); check the spelling")
+            lines.append(f"{where}: unknown field {loc!r} (value {brief(e['input'])}); check the spelling")
         elif e["type"] == "missing":
             lines.append(f"{where}: field {loc!r} is required")
         else:
-            lines.append(f"{where}: field {loc!r} = {e['input']!r} is invalid: {msg}")
+            lines.append(f"{where}: field {loc!r} = {brief(e['input'])} is invalid: {msg}")
     return "\n".join(lines)
+
+
+_YamlLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class _YamlProblem(Exception):
+    def __init__(self, line: int, message: str):
+        super().__init__(message)
+        self.line, self.message = line, message
+
+
+class _StrictLoader(_YamlLoader):  # type: ignore[misc, valid-type]
+    """The safe loader, refusing duplicate keys (YAML keeps the last one silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[tuple[str, str], int] = {}
+        for key_node, _ in node.value:
+            if isinstance(key_node, yaml.ScalarNode):
+                key = (key_node.tag, key_node.value)
+                if key in seen:
+                    raise _YamlProblem(
+                        key_node.start_mark.line + 1,
+                        f"duplicate key {brief(key_node.value)} (first at line {seen[key]}); YAML would keep only the last",
+                    )
+                seen[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep=deep)
+
+
+def _check_events(text: str) -> None:
+    """Bound alias expansion and nesting from the event stream, before anything is built.
+
+    Aliases let a few hundred bytes expand to gigabytes (every consumer, pydantic included, walks
+    the expansion), so the expanded size is counted and capped; `yaml.safe_dump` writes aliases
+    for shared values, so refusing them outright would refuse dumped files. A few thousand nested
+    brackets crash libyaml's recursive composer. Events are flat, so this pass is safe on any input.
+    """
+    depth = total = 0
+    sizes: dict[str, int] = {}
+    open_anchors: list[tuple[str | None, int]] = []
+    for event in yaml.parse(text, Loader=_YamlLoader):
+        if isinstance(event, yaml.AliasEvent):
+            total += sizes.get(event.anchor, 1)
+        elif isinstance(event, yaml.ScalarEvent):
+            total += 1
+            if event.anchor:
+                sizes[event.anchor] = 1
+        elif isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+            total += 1
+            depth += 1
+            open_anchors.append((event.anchor, total))
+            if depth > MAX_YAML_DEPTH:
+                raise _YamlProblem(event.start_mark.line + 1, f"nested deeper than {MAX_YAML_DEPTH} levels")
+        elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+            depth -= 1
+            anchor, start = open_anchors.pop()
+            if anchor:
+                sizes[anchor] = total - start + 1
+        if total > MAX_YAML_VALUES:
+            raise _YamlProblem(
+                event.start_mark.line + 1,
+                f"the document expands to more than {MAX_YAML_VALUES} values (YAML aliases?); write it out plainly",
+            )
+
+
+def parse_yaml(text: str, where: str) -> Any:
+    """YAML text -> Python values with the limits above; ConfigError naming `where` and the line."""
+    try:
+        # libyaml's loader when present: the DAG processor parses this file on every DAG file parse.
+        _check_events(text)
+        return yaml.load(text, Loader=_StrictLoader)
+    except _YamlProblem as exc:
+        raise ConfigError(f"{where}:{exc.line}: {exc.message}") from None
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = f":{mark.line + 1}" if mark else ""
+        raise ConfigError(f"{where}{line}: not valid YAML: {exc.problem or exc.context}") from None
+    except (yaml.YAMLError, RecursionError, ValueError) as exc:
+        raise ConfigError(f"{where}: not valid YAML: {brief(str(exc))}") from None
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
     try:
-        # libyaml's loader when present: the DAG processor parses this file on every DAG file parse.
-        raw = yaml.load(path.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+        path = check_regular_file(path, what="personas file", max_bytes=MAX_PERSONAS_BYTES)
+        text = decode_utf8(path.read_bytes(), path)
     except FileNotFoundError:
         raise ConfigError(f"personas file not found: {str(path)!r}") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path.name}: not valid YAML: {exc}") from None
+    except (InputFileError, OSError) as exc:
+        raise ConfigError(str(exc)) from None
+    raw = parse_yaml(text, str(path))
     if not isinstance(raw, dict) or not isinstance(raw.get("personas"), list):
         raise ConfigError(f"{path.name}: expected a mapping with a 'personas' list, got {type(raw).__name__}")
     unknown = set(raw) - {"defaults", "personas"}
     if unknown:
-        raise ConfigError(f"{path.name}: unknown top-level key(s) {sorted(unknown)!r}; allowed: defaults, personas")
+        raise ConfigError(f"{path.name}: unknown top-level key(s) {brief(sorted(map(str, unknown)))}; allowed: defaults, personas")
+    if not isinstance(raw.get("defaults") or {}, dict):
+        raise ConfigError(f"{path.name}: 'defaults' must be a mapping, got {brief(raw['defaults'])}")
     return raw
+
+
+# What a persona entry may hold: the model's fields, with the pipeline settings spelled `overrides`.
+PERSONA_KEYS = frozenset(Persona.model_fields) - {"config"} | {"overrides"}
+
+
+def _entry_id(entry: Any, index: int) -> str:
+    pid = entry.get("id") if isinstance(entry, dict) else None
+    return pid if isinstance(pid, str) and len(pid) <= 64 and pid.isprintable() else f"#{index}"
 
 
 def _build_persona(path: Path, defaults: dict[str, Any], entry: Any, index: int) -> Persona:
     if not isinstance(entry, dict):
-        raise ConfigError(f"{path.name}: persona #{index} must be a mapping, got {entry!r}")
+        raise ConfigError(f"{path.name}: persona #{index} must be a mapping, got {brief(entry)}")
     pid = entry.get("id", f"#{index}")
-    where = f"{path.name}: persona {pid!r}"
+    where = f"{path.name}: persona {brief(pid)}"
+    unknown = sorted(str(k) for k in entry if k not in PERSONA_KEYS)
+    if unknown:
+        hint = " (pipeline settings go under 'overrides')" if "config" in unknown else ""
+        names = ", ".join(brief(k) for k in unknown[:5])
+        raise ConfigError(
+            f"{where}: unknown field {names}{hint}; allowed: {', '.join(sorted(PERSONA_KEYS))}"
+        )
     data = dict(entry)
     overrides = data.pop("overrides", None) or {}
     if not isinstance(overrides, dict):
-        raise ConfigError(f"{where}: field 'overrides' = {overrides!r} must be a mapping")
+        raise ConfigError(f"{where}: field 'overrides' = {brief(overrides)} must be a mapping")
     data["config"] = deep_merge(defaults, overrides)
     try:
         return Persona.model_validate(data)
@@ -323,7 +505,9 @@ def load_personas_lenient(path: str | os.PathLike[str] | None = None) -> Persona
     """Load every valid persona; collect per-persona errors instead of raising.
 
     File-level problems (missing file, bad YAML, bad `defaults`) still raise:
-    with those, no persona can be trusted.
+    with those, no persona can be trusted. An id given to more than one entry
+    is an error for that id (none of its entries load: which one was meant is
+    unknowable).
     """
     path = Path(path) if path else default_personas_path()
     raw = _read_yaml(path)
@@ -332,20 +516,18 @@ def load_personas_lenient(path: str | os.PathLike[str] | None = None) -> Persona
         PipelineConfig.model_validate(defaults)
     except ValidationError as err:
         raise ConfigError(format_validation_error(f"{path.name}: defaults", err)) from None
+    ids = [_entry_id(entry, i) for i, entry in enumerate(raw["personas"])]
     personas: dict[str, Persona] = {}
     errors: dict[str, str] = {}
-    for i, entry in enumerate(raw["personas"]):
-        pid = entry.get("id", f"#{i}") if isinstance(entry, dict) else f"#{i}"
+    for i, (pid, entry) in enumerate(zip(ids, raw["personas"])):
+        if ids.count(pid) > 1:
+            entries = ", ".join(f"#{j}" for j, other in enumerate(ids) if other == pid)
+            errors[pid] = f"{path.name}: persona id {pid!r} is defined more than once (entries {entries}); keep one"
+            continue
         try:
-            persona = _build_persona(path, defaults, entry, i)
+            personas[pid] = _build_persona(path, defaults, entry, i)
         except ConfigError as exc:
-            errors[str(pid)] = str(exc)
-            continue
-        if persona.id in personas:
-            errors[persona.id] = f"{path.name}: persona id {persona.id!r} is defined more than once"
-            personas.pop(persona.id)
-            continue
-        personas[persona.id] = persona
+            errors[pid] = str(exc)
     return PersonasFile(path=path, personas=personas, errors=errors)
 
 

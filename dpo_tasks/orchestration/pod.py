@@ -48,6 +48,7 @@ def build_pod_operator(
 
     k8s_cfg: KubernetesConfig = run_persona(run).config.training.kubernetes
     gpus = str(k8s_cfg.gpu_count)
+    disk = {"ephemeral-storage": k8s_cfg.ephemeral_storage} if k8s_cfg.ephemeral_storage else {}
     kwargs: dict[str, Any] = dict(
         task_id=task_id,
         # A DNS-1123 name; the provider adds a random suffix.
@@ -57,8 +58,8 @@ def build_pod_operator(
         cmds=["python", "-m", "dpo_tasks"],
         arguments=train_pod_arguments(run, staging),
         container_resources=k8s.V1ResourceRequirements(
-            requests={"cpu": k8s_cfg.cpu, "memory": k8s_cfg.memory, GPU_RESOURCE: gpus},
-            limits={"memory": k8s_cfg.memory, GPU_RESOURCE: gpus},
+            requests={"cpu": k8s_cfg.cpu, "memory": k8s_cfg.memory, GPU_RESOURCE: gpus, **disk},
+            limits={"memory": k8s_cfg.memory, GPU_RESOURCE: gpus, **disk},
         ),
         node_selector=dict(k8s_cfg.node_selector),
         tolerations=[k8s.V1Toleration(key=GPU_RESOURCE, operator="Exists", effect="NoSchedule")],
