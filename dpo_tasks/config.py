@@ -241,7 +241,8 @@ class GeminiConfig(_Model):
 
 
 class EvaluationConfig(_Model):
-    judge: Literal["rules", "gemini"] = "rules"
+    # checklist: per-case expectations, independent of the labeling judge (dpo_tasks.judges.checklist).
+    judge: Literal["checklist", "rules", "gemini"] = "checklist"
     max_new_tokens: int = Field(192, ge=8, le=4096)
     temperature: float = Field(0.7, ge=0, le=2)
     seed: int = 1234
@@ -250,6 +251,11 @@ class EvaluationConfig(_Model):
 
 class GateConfig(_Model):
     min_win_rate_lower_bound: float = Field(0.5, ge=0, le=1)
+    # A win rate from the judge that made the training labels measures agreement, not quality.
+    allow_same_judge: bool = False
+    # Failed judgements shrink n; a gate on the judged cases alone could promote on 4 of 20.
+    min_judged_fraction: float = Field(0.9, ge=0, le=1)
+    min_judged: int = Field(15, ge=1)
 
 
 class FeedbackConfig(_Model):

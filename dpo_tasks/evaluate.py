@@ -2,9 +2,17 @@
 
 Both models answer every evaluation case (`dpo_tasks/data/eval/<persona>.jsonl`)
 with the serving system prompt, sampled at `evaluation.temperature` with the
-same seeds. The judge (`evaluation.judge`: rules or gemini) sees each pair in
-both orders; a win counts only when both orders agree, anything else is a tie.
-Win rate counts ties as half, with a Wilson 95% interval (`dpo_tasks.stats`).
+same seeds. The judge (`evaluation.judge`: checklist, rules or gemini) sees each
+pair in both orders; a win counts only when both orders agree, anything else is a
+tie. Win rate counts ties as half, with a Wilson 95% interval (`dpo_tasks.stats`).
+
+The default judge, `checklist`, checks each answer against its case's written
+expectations and is independent of the labeling judge. Whatever the judge, the
+checklist judge also reports each model's usable-answer rate (every check
+passed), and when the evaluation judge is not the rule judge the rule judge's
+verdicts are kept as a second opinion with the agreement rate. The summary names
+the labeling judge and the evaluation judge (`same_judge` when they are one:
+the gate then refuses unless `gate.allow_same_judge`).
 
 Baselines (`--baseline`):
     base     the base model with `model.sft_adapter` when set (what DPO started from)
@@ -18,7 +26,9 @@ Outputs in `<run_dir>/eval/`:
                              reuses them: keyed by model weights, prompt and sampling settings)
     detailed_results.json    per case: both answers, per-criterion scores, outcome, verdicts
     summary_stats.json       judge, n, wins, losses, ties, win_rate, ci_low, ci_high,
-                             per_category, criteria_means, confidence, baseline, candidate, ...
+                             per_category, criteria_means, confidence, baseline, candidate,
+                             eval_judge, label_judge, same_judge, usable_rate, second_opinion,
+                             failed, failed_cases, judged_fraction, checklists_written, ...
     evaluation_report.html   offline HTML report with charts (dpo_tasks.report)
 
 Usage:
@@ -38,7 +48,7 @@ from typing import Any
 
 from dpo_tasks.config import ConfigError, Persona
 from dpo_tasks.judges.base import CRITERIA, Judge, PairItem
-from dpo_tasks.runs import JsonlAppender, Progress, RunDir, read_jsonl, sha256_file, write_json
+from dpo_tasks.runs import JsonlAppender, Progress, RunDir, read_json, read_jsonl, sha256_file, write_json
 
 log = logging.getLogger(__name__)
 
@@ -140,12 +150,53 @@ def generate_answers(
     return answers
 
 
-def make_eval_judge(persona: Persona, rd: RunDir) -> Judge:
+def make_eval_judge(persona: Persona, rd: RunDir, cases: list[dict[str, Any]] | None = None) -> Judge:
     from dpo_tasks.judges import make_judge
     from dpo_tasks.label import judge_options
 
     kind = persona.config.evaluation.judge
-    return make_judge(kind, persona, **judge_options(kind, rd))
+    options = judge_options(kind, rd)
+    if kind == "checklist" and cases is not None:
+        options["cases"] = cases
+    return make_judge(kind, persona, **options)
+
+
+def labeling_judge(persona: Persona, rd: RunDir) -> str:
+    """The judge that labeled this run's pairs: the label stage's record, else the config."""
+    path = rd.stage_summary("label")
+    if path.exists():
+        try:
+            recorded = read_json(path).get("judge")
+        except (OSError, ValueError):
+            recorded = None
+        if isinstance(recorded, str) and recorded:
+            return recorded
+    return persona.config.labeling.judge
+
+
+def _checklist_view(judge: Judge, persona: Persona, cases: list[dict[str, Any]]) -> Any:
+    """The checklist judge that measures usable answers: the evaluation judge when it is one."""
+    from dpo_tasks.judges.checklist import ChecklistJudge
+
+    return judge if isinstance(judge, ChecklistJudge) else ChecklistJudge(cases=cases)
+
+
+def _second_opinion(persona: Persona, items: list[PairItem], outcomes: dict[str, str]) -> dict[str, Any] | None:
+    """The rule judge on the same pairs, and how often it agrees with the evaluation judge."""
+    from dpo_tasks.judges.rules import RuleJudge
+    from dpo_tasks.stats import win_rate
+
+    rules = {j.id: (STATUS_OUTCOME[j.winner] if j.winner is not None else "failed")
+             for j in RuleJudge().judge_pairs(persona, items, both_orders=True)}
+    both = [i for i in outcomes if outcomes[i] != "failed" and rules.get(i, "failed") != "failed"]
+    agree = sum(outcomes[i] == rules[i] for i in both)
+    return {
+        "judge": "rules",
+        **win_rate(rules[i] for i in rules if rules[i] != "failed").as_dict(),
+        "agreement": round(agree / len(both), 4) if both else None,
+        "agreement_n": len(both),
+        "outcomes": rules,
+    }
 
 
 def _mean(values: list[float]) -> float | None:
@@ -169,6 +220,8 @@ def summarise(persona: Persona, details: list[dict[str, Any]], *, judge: str) ->
         "judge": judge,
         **overall.as_dict(),
         "failed": len(details) - len(judged),
+        "failed_cases": [d["id"] for d in details if d["outcome"] not in ("win", "loss", "tie")],
+        "judged_fraction": round(len(judged) / len(details), 4) if details else 0.0,
         "disagreements": sum(1 for d in details if d["status"] == "disagree"),
         "per_category": per_category,
         "criteria_means": criteria_means,
@@ -203,7 +256,7 @@ def run(
     base_answers = generate_answers(persona, cases, role="baseline", base=base_info["base"], adapter=base_info["adapter"], out=responses)
 
     owns_judge = judge is None
-    judge = judge or make_eval_judge(persona, rd)
+    judge = judge or make_eval_judge(persona, rd, cases)
     items = [PairItem(id=c["id"], prompt=c["prompt"], response_a=cand[c["id"]], response_b=base_answers[c["id"]]) for c in cases]
     progress = Progress("evaluate: judging", len(items), unit="pairs")
     try:
@@ -212,6 +265,13 @@ def run(
     finally:
         if owns_judge and hasattr(judge, "close"):
             judge.close()
+
+    checker = _checklist_view(judge, persona, cases)
+    checked = {c["id"]: {role: checker.check(persona, c["prompt"], answers[c["id"]]).as_dict()
+                         for role, answers in (("candidate", cand), ("baseline", base_answers))} for c in cases}
+    outcomes = {c["id"]: STATUS_OUTCOME[judgements[c["id"]].winner] if judgements[c["id"]].winner is not None else "failed"
+                for c in cases}
+    second = _second_opinion(persona, items, outcomes) if judge.name != "rules" else None
 
     details = []
     for c in cases:
@@ -222,7 +282,7 @@ def run(
             "prompt": c["prompt"],
             "candidate_response": cand[c["id"]],
             "baseline_response": base_answers[c["id"]],
-            "outcome": STATUS_OUTCOME[j.winner] if j.winner is not None else "failed",
+            "outcome": outcomes[c["id"]],
             "status": j.status,
             "scores_candidate": j.scores_a.as_dict() if j.scores_a else None,
             "scores_baseline": j.scores_b.as_dict() if j.scores_b else None,
@@ -231,9 +291,21 @@ def run(
             "reason": j.reason,
             "source": j.source,
             "verdicts": j.verdicts,
+            "checks_candidate": checked[c["id"]]["candidate"],
+            "checks_baseline": checked[c["id"]]["baseline"],
+            **({"second_opinion_outcome": second["outcomes"][c["id"]]} if second else {}),
         })
     summary = summarise(persona, details, judge=judge.name)
+    label_judge = labeling_judge(persona, rd)
     summary |= {
+        "eval_judge": judge.name,
+        "label_judge": label_judge,
+        "same_judge": judge.name == label_judge,
+        "cases": len(cases),
+        "checklists_written": sum("checklist" in c for c in cases),
+        "usable_rate": {role: round(sum(checked[c["id"]][role]["usable"] for c in cases) / len(cases), 4)
+                        for role in ("candidate", "baseline")},
+        "second_opinion": {k: v for k, v in second.items() if k != "outcomes"} if second else None,
         "baseline": base_info,
         "candidate": {"kind": "candidate", "label": "DPO adapter", "base": cfg.model.base, "adapter": str(candidate_adapter)},
         "sampling": {"temperature": cfg.evaluation.temperature, "max_new_tokens": cfg.evaluation.max_new_tokens, "seed": cfg.evaluation.seed},
@@ -246,9 +318,11 @@ def run(
     (rd.eval / "evaluation_report.html").write_text(render_report(summary, details), encoding="utf-8")
     write_json(rd.stage_summary("evaluate"), summary)
     log.info(
-        "evaluate %s vs %s: win rate %.3f (95%% CI %.3f-%.3f) over %d cases: %d wins, %d ties, %d losses",
+        "evaluate %s vs %s: win rate %.3f (95%% CI %.3f-%.3f) over %d cases by the %s judge (labels by %s): "
+        "%d wins, %d ties, %d losses, %d not judged; usable answers %.0f%% candidate, %.0f%% baseline",
         persona.id, base_info["label"], summary["win_rate"], summary["ci_low"], summary["ci_high"],
-        summary["n"], summary["wins"], summary["ties"], summary["losses"],
+        summary["n"], summary["eval_judge"], summary["label_judge"], summary["wins"], summary["ties"], summary["losses"],
+        summary["failed"], 100 * summary["usable_rate"]["candidate"], 100 * summary["usable_rate"]["baseline"],
     )
     return summary
 
@@ -272,6 +346,8 @@ def main(args: argparse.Namespace) -> int:
             store_uri=args.store, namespace=args.namespace)
     print(
         f"evaluate: win rate {s['win_rate']:.3f} (95% CI {s['ci_low']:.3f}-{s['ci_high']:.3f}) vs {s['baseline']['label']} "
-        f"over {s['n']} cases ({s['wins']} wins, {s['ties']} ties, {s['losses']} losses); report: {s['report']}"
+        f"over {s['n']} cases ({s['wins']} wins, {s['ties']} ties, {s['losses']} losses) by the {s['eval_judge']} judge "
+        f"(labels by {s['label_judge']}); usable answers {s['usable_rate']['candidate']:.0%} candidate, "
+        f"{s['usable_rate']['baseline']:.0%} baseline; report: {s['report']}"
     )
     return 0

@@ -1,8 +1,16 @@
 """Stage `gate`: promote the candidate only when it is better than the baseline with 95% confidence.
 
 The rule: the lower bound of the win rate's Wilson interval (ties as half) must
-reach the persona's `gate.min_win_rate_lower_bound` (default 0.5). Reads
-`eval/summary_stats.json`, writes `gate.json`:
+reach the persona's `gate.min_win_rate_lower_bound` (default 0.5). Before that,
+it refuses
+
+- when the evaluation judge is the judge that labeled the training pairs (the win
+  rate would measure agreement with the labeler), unless `gate.allow_same_judge`;
+- when fewer than `gate.min_judged_fraction` (0.9) of the cases were judged, or
+  fewer than `gate.min_judged` (20): failed judgements shrink n, and 4 wins out of
+  4 judged cases must not promote.
+
+Reads `eval/summary_stats.json`, writes `gate.json`:
 
     {decision: "promote"|"reject", reason, win_rate, ci_low, ci_high, threshold, n, ...}
 
@@ -22,7 +30,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from dpo_tasks.config import ConfigError, Persona
+from dpo_tasks.config import ConfigError, GateConfig, Persona
 from dpo_tasks.runs import RunDir, read_json, write_json
 
 log = logging.getLogger(__name__)
@@ -32,20 +40,42 @@ log = logging.getLogger(__name__)
 _EPS = 1e-9
 
 
-def decide(stats: dict[str, Any], threshold: float) -> dict[str, Any]:
-    """The gate's decision for one evaluation summary."""
+def decide(stats: dict[str, Any], gate: GateConfig, *, label_judge: str | None = None) -> dict[str, Any]:
+    """The gate's decision for one evaluation summary.
+
+    `label_judge`: the judge that labeled the pairs, when the summary does not say (older summaries).
+    """
     for key in ("n", "win_rate", "ci_low", "ci_high"):
         if key not in stats:
             raise ConfigError(f"evaluation summary has no {key!r}; keys: {sorted(stats)!r}")
+    threshold = gate.min_win_rate_lower_bound
     n, ci_low = int(stats["n"]), float(stats["ci_low"])
-    if n == 0:
-        decision, reason = "reject", "no evaluation case was judged (n=0); nothing shows the candidate is better"
+    failed = int(stats.get("failed") or 0)
+    cases = n + failed
+    eval_judge = stats.get("eval_judge") or stats.get("judge")
+    label_judge = stats.get("label_judge") or label_judge
+    same_judge = bool(eval_judge and label_judge and eval_judge == label_judge)
+    judged_fraction = n / cases if cases else 0.0
+    counts = f"(win rate {stats['win_rate']:.3f} over {n} judged of {cases} cases)"
+    if same_judge and not gate.allow_same_judge:
+        decision = "reject"
+        reason = (f"the evaluation judge {eval_judge!r} also labeled the training pairs, so the win rate measures agreement "
+                  "with the labeler, not a better model; choose another evaluation.judge or set gate.allow_same_judge")
+    elif n == 0:
+        decision, reason = "reject", f"no evaluation case was judged (n=0 of {cases}); nothing shows the candidate is better"
+    elif judged_fraction + _EPS < gate.min_judged_fraction:
+        decision = "reject"
+        reason = (f"only {n} of {cases} cases were judged ({judged_fraction:.0%} < gate.min_judged_fraction "
+                  f"{gate.min_judged_fraction:.0%}); {failed} failed judgements are not evidence either way")
+    elif n < gate.min_judged:
+        decision = "reject"
+        reason = f"only {n} cases were judged (< gate.min_judged {gate.min_judged}); too few to trust the interval"
     elif ci_low + _EPS >= threshold:
         decision = "promote"
-        reason = f"win-rate lower bound {ci_low:.3f} >= threshold {threshold:.3f} (win rate {stats['win_rate']:.3f} over {n} cases)"
+        reason = f"win-rate lower bound {ci_low:.3f} >= threshold {threshold:.3f} {counts}"
     else:
         decision = "reject"
-        reason = f"win-rate lower bound {ci_low:.3f} < threshold {threshold:.3f} (win rate {stats['win_rate']:.3f} over {n} cases)"
+        reason = f"win-rate lower bound {ci_low:.3f} < threshold {threshold:.3f} {counts}"
     return {
         "decision": decision,
         "reason": reason,
@@ -57,7 +87,16 @@ def decide(stats: dict[str, Any], threshold: float) -> dict[str, Any]:
         "wins": stats.get("wins"),
         "losses": stats.get("losses"),
         "ties": stats.get("ties"),
+        "failed": failed,
+        "failed_cases": stats.get("failed_cases", []),
+        "judged_fraction": round(judged_fraction, 4),
+        "min_judged_fraction": gate.min_judged_fraction,
+        "min_judged": gate.min_judged,
         "judge": stats.get("judge"),
+        "eval_judge": eval_judge,
+        "label_judge": label_judge,
+        "same_judge": same_judge,
+        "allow_same_judge": gate.allow_same_judge,
         "baseline": stats.get("baseline"),
     }
 
@@ -67,7 +106,9 @@ def run(persona: Persona, run_dir: str | Path | RunDir) -> dict[str, Any]:
     summary_path = rd.eval / "summary_stats.json"
     if not summary_path.exists():
         raise ConfigError(f"no evaluation summary at {str(summary_path)!r}; run the evaluate stage first")
-    result = decide(read_json(summary_path), persona.config.gate.min_win_rate_lower_bound)
+    from dpo_tasks.evaluate import labeling_judge
+
+    result = decide(read_json(summary_path), persona.config.gate, label_judge=labeling_judge(persona, rd))
     result["persona"] = persona.id
     write_json(rd.gate, result)
     write_json(rd.stage_summary("gate"), result)

@@ -42,7 +42,7 @@ DROP_REASONS = ("malformed", "empty", "identical", "tie", "disagree", "under_mar
 
 def judge_options(kind: str, run_dir: RunDir) -> dict[str, Any]:
     """Local judges need nothing; API judges cache verdicts in the run dir so reruns resume."""
-    return {} if kind in ("rules", "reward") else {"cache_dir": run_dir.root / "judge_cache"}
+    return {} if kind in ("rules", "reward", "checklist") else {"cache_dir": run_dir.root / "judge_cache"}
 
 
 def _screen(rows: list[dict[str, Any]], drops: Counter) -> list[PairItem]:

@@ -24,7 +24,7 @@ _CSS = """
 body{font-family:system-ui,-apple-system,'Segoe UI',Roboto,sans-serif;margin:0;background:#f7fafc;color:#1a202c}
 main{max-width:1100px;margin:0 auto;padding:24px}
 h1{font-size:1.6em;margin:.2em 0}h2{font-size:1.2em;margin-top:1.6em;border-bottom:1px solid #e2e8f0;padding-bottom:4px}
-.meta{color:#4a5568;font-size:.9em}.card{background:#fff;border:1px solid #e2e8f0;border-radius:8px;padding:16px;margin:12px 0}
+.meta{color:#4a5568;font-size:.9em}.warn{background:#fff5f5;border:1px solid #c53030;color:#742a2a;border-radius:6px;padding:8px 12px}.card{background:#fff;border:1px solid #e2e8f0;border-radius:8px;padding:16px;margin:12px 0}
 .headline{display:flex;gap:32px;align-items:center;flex-wrap:wrap}.big{font-size:3em;font-weight:700}
 .counts span{display:inline-block;margin-right:14px}.legend span{margin-right:16px;font-size:.85em}
 .sw{display:inline-block;width:10px;height:10px;border-radius:2px;margin-right:4px;vertical-align:middle}
@@ -206,6 +206,12 @@ def _score(scores: dict[str, float]) -> str:
     return f"{scores['overall']:.1f}" if "overall" in scores else "–"
 
 
+def _checks(result: dict[str, Any]) -> str:
+    state = "usable" if result.get("usable") else "not usable: fails " + ", ".join(result.get("failed") or [])
+    return (f"{state}\npassed {result.get('passed')}/{result.get('total')} · {result.get('ingredients')} ingredients · "
+            f"{result.get('steps')} steps" + (" · cut off" if result.get("cut_off") else ""))
+
+
 def _case_rows(details: Sequence[dict[str, Any]]) -> str:
     rows = []
     for d in details:
@@ -221,9 +227,48 @@ def _case_rows(details: Sequence[dict[str, Any]]) -> str:
             f"<details><summary>candidate</summary><pre>{_e(d.get('candidate_response', ''))}</pre></details>"
             f"<details><summary>baseline</summary><pre>{_e(d.get('baseline_response', ''))}</pre></details>"
             + (f"<details><summary>judge</summary><pre>{_e(d.get('reason', ''))}</pre></details>" if d.get("reason") else "")
+            + "".join(
+                f"<details><summary>{role} checks</summary><pre>{_e(_checks(d[f'checks_{role}']))}</pre></details>"
+                for role in ("candidate", "baseline") if d.get(f"checks_{role}")
+            )
             + "</td></tr>"
         )
     return "".join(rows)
+
+
+def _judge_notes(summary: dict[str, Any]) -> list[str]:
+    """What the reader must know before trusting the win rate: same judge, unjudged cases, checklists, usable answers."""
+    notes = []
+    if summary.get("same_judge"):
+        notes.append(
+            f'<p class="warn"><b>The evaluation judge is the labeling judge ({_e(summary.get("eval_judge"))}).</b> '
+            "This win rate measures agreement with the judge that made the training labels, not a better model; "
+            "the gate refuses it unless gate.allow_same_judge is set.</p>"
+        )
+    failed = summary.get("failed_cases") or []
+    if failed:
+        notes.append(f'<p class="warn">{len(failed)} of {_e(summary.get("cases", len(failed) + (summary.get("n") or 0)))} cases '
+                     f"were not judged and count for nobody: {_e(', '.join(failed))}</p>")
+    usable = summary.get("usable_rate")
+    if usable:
+        notes.append(
+            f'<p class="meta">usable answers (every check of the case\'s checklist passed: on the request, ingredients and '
+            f'steps, not cut off, within the persona\'s rules): candidate <b>{_pct(usable.get("candidate"))}</b>, '
+            f'baseline <b>{_pct(usable.get("baseline"))}</b> · {_e(summary.get("checklists_written", 0))} of '
+            f'{_e(summary.get("cases"))} cases have a written checklist, the others a derived one</p>'
+        )
+    second = summary.get("second_opinion")
+    if second:
+        notes.append(
+            f'<p class="meta">second opinion: the {_e(second.get("judge"))} judge gives a win rate of {_pct(second.get("win_rate"))} '
+            f'(95% CI {_pct(second.get("ci_low"))} – {_pct(second.get("ci_high"))}) and agrees with the evaluation judge on '
+            f'{_pct(second.get("agreement"))} of {_e(second.get("agreement_n"))} cases</p>'
+        )
+    truncation = summary.get("truncation_rate")
+    if truncation:
+        notes.append(f'<p class="meta">answers cut off at the token limit: candidate {_pct(truncation.get("candidate"))}, '
+                     f'baseline {_pct(truncation.get("baseline"))}</p>')
+    return notes
 
 
 def render_report(summary: dict[str, Any], details: Sequence[dict[str, Any]]) -> str:
@@ -236,8 +281,10 @@ def render_report(summary: dict[str, Any], details: Sequence[dict[str, Any]]) ->
     title = f"Evaluation: {summary.get('persona', '')}"
     sections = [
         f"<h1>{_e(title)}</h1>",
-        f'<p class="meta">judge <b>{_e(summary.get("judge"))}</b> · {_e(summary.get("n"))} cases, each judged in both orders '
+        f'<p class="meta">evaluation judge <b>{_e(summary.get("eval_judge") or summary.get("judge"))}</b> · labeling judge '
+        f'<b>{_e(summary.get("label_judge") or "unknown")}</b> · {_e(summary.get("n"))} cases, each judged in both orders '
         f"(a win counts only when both orders agree, otherwise a tie) · created {_e(summary.get('created', ''))}</p>",
+        *_judge_notes(summary),
         f'<p class="meta">candidate: {_e(_describe_model(summary.get("candidate")))}<br>baseline: {_e(_describe_model(summary.get("baseline")))}</p>',
         '<div class="card headline">'
         f'<div><div class="big">{_pct(summary.get("win_rate"))}</div><div>win rate vs baseline (ties count half)</div></div>'

@@ -1,4 +1,4 @@
-"""Judges: the offline rule judge and the API judges (Groq, Gemini), behind one interface.
+"""Judges: the offline rule and checklist judges and the API judges (Groq, Gemini), behind one interface.
 
 `make_judge(kind, persona, **options)` builds the judge a config names
 (`labeling.judge`, `evaluation.judge`). Judge modules are imported only when
@@ -12,7 +12,7 @@ from typing import Any
 from dpo_tasks.config import Persona
 from dpo_tasks.judges.base import Judge
 
-JUDGE_KINDS = ("rules", "groq", "gemini", "reward")
+JUDGE_KINDS = ("rules", "checklist", "groq", "gemini", "reward")
 
 
 def make_judge(kind: str, persona: Persona, **options: Any) -> Judge:
@@ -20,6 +20,13 @@ def make_judge(kind: str, persona: Persona, **options: Any) -> Judge:
         from dpo_tasks.judges.rules import RuleJudge
 
         return RuleJudge(**options)
+    if kind == "checklist":
+        from dpo_tasks.judges.checklist import ChecklistJudge
+        from dpo_tasks.prompts import load_eval_cases
+
+        # The persona's shipped cases unless the caller names them (evaluate passes the ones it runs).
+        options.setdefault("cases", load_eval_cases(persona.id))
+        return ChecklistJudge(**options)
     # API judges take `cache_dir` (the run dir's cache/, so reruns make no repeated calls)
     # and, for tests, `api_key` / `credentials`.
     if kind == "groq":

@@ -53,6 +53,8 @@ _NEGATOR = re.compile(
     r"\b(?:no|not|never|nor|without|avoid(?:ing|s)?|omit(?:ting|s)?|skip(?:ping|s)?|exclud(?:e|es|ing)|"
     r"leave out|leaving out|hold the|instead of|in place of|rather than|free (?:of|from)|"
     r"replac(?:e|es|ed|ing)|swap(?:ped|ping|s)?(?: out)?|don't|do not|doesn't|does not|zero)\b"
+    # "no-fuss", "no-bake", "no-knead": a hyphen makes "no" part of an adjective, not a negation.
+    r"(?!-\w)"
 )
 # "not"/"never"/"don't" negate an ingredient only through a verb of using it:
 # "do not add fish sauce" is a negation, "do not overcook the chicken" is not.
@@ -60,13 +62,19 @@ _VERBAL_NEGATORS = {"not", "never", "don't", "do not", "doesn't", "does not"}
 _USE_VERBS = {"use", "using", "add", "adding", "added", "include", "including", "need", "needed", "contain",
               "containing", "require", "requires", "call", "calls"}
 _FILLER = _USE_VERBS | {"any", "the", "a", "an", "some", "of", "for", "to", "it", "real", "traditional"}
+# A bare "not"/"never" before a noun contrasts it away ("cauliflower rice, not rice"); before
+# these words it qualifies something else ("not too much salt", "not only chicken").
+_NOT_A_CONTRAST = {"too", "very", "so", "only", "just", "be", "been", "being", "have", "has", "had", "much", "quite",
+                   "overly", "all", "enough", "that", "yet", "sure", "necessarily", "always", "even", "worry", "mind",
+                   "forget", "miss", "go", "get", "make", "skip", "want", "need", "like"}
+_CONTRAST_WORDS = 3
 # "no more than 2 eggs" limits an amount; it does not remove the eggs.
 _NOT_A_NEGATION_AFTER_NO = {"more", "less", "fewer", "longer", "later", "sooner", "matter", "doubt", "problem"}
 # A negator followed by a cooking action is about technique, not ingredients
 # ("without stirring the cream", "avoid overcooking the beef").
 _COOKING_VERB = re.compile(r"^(?:\w+ing|over\w+|let|burn|cook|stir|crowd|rinse|forget|touch|move|flip|wash|rush|worry)$")
 _SCOPE_STOP = {"but", "then", "with", "for", "by", "plus", "so", "add", "use", "serve", "top", "stir", "cook", "while",
-               "until", "instead", "yet"}
+               "until", "instead", "yet", "not", "never"}
 _SCOPE_WORDS = 6
 _SCOPE_BREAK = re.compile(r"[.;:!?\n()]")
 _WORD = re.compile(r"[a-z][a-z'-]*")
@@ -192,8 +200,11 @@ def _negated_spans(text: str) -> list[tuple[int, int]]:
         if not words:
             continue
         first = words[0].group()
+        max_words = _SCOPE_WORDS
         if negator in _VERBAL_NEGATORS and first not in _USE_VERBS:
-            continue
+            if negator not in ("not", "never") or first in _NOT_A_CONTRAST or _COOKING_VERB.match(first):
+                continue
+            max_words = _CONTRAST_WORDS
         if negator == "no" and first in _NOT_A_NEGATION_AFTER_NO:
             continue
         end, counted, started = pos, 0, False
@@ -209,7 +220,7 @@ def _negated_spans(text: str) -> list[tuple[int, int]]:
             started = True
             counted += 1
             end = word.end()
-            if counted >= _SCOPE_WORDS:
+            if counted >= max_words:
                 break
         spans.append((neg.start(), end))
     return spans
@@ -231,6 +242,38 @@ def violations(persona: Persona, text: str) -> list[tuple[str, str]]:
         term = rules.term_category[m.lastgroup]
         found.setdefault(term, terms[term])
     return list(found.items())
+
+
+@lru_cache(maxsize=256)
+def _mention_patterns(terms: tuple[str, ...], allowed: tuple[str, ...]) -> tuple[re.Pattern[str], re.Pattern[str], re.Pattern[str] | None]:
+    ordered = sorted(terms, key=len, reverse=True)
+    alts = "|".join(f"(?P<t{i}>{_term_pattern(t)})" for i, t in enumerate(ordered))
+    any_term = "|".join(_term_pattern(t) for t in ordered)
+    found = re.compile(rf"\b(?:{alts})\b")
+    absent = re.compile(rf"\bnon[- ]?(?:{any_term})\b|\b(?:{any_term}){_SUBSTITUTE_AFTER}")
+    allowed_re = re.compile(r"\b(?:" + "|".join(_term_pattern(a) for a in sorted(allowed, key=len, reverse=True)) + r")\b") if allowed else None
+    return found, absent, allowed_re
+
+
+def mentions(text: str, terms: tuple[str, ...] | list[str], allowed: tuple[str, ...] | list[str] = ()) -> list[str]:
+    """The `terms` that `text` really uses, in order of first use, each once.
+
+    The same reading as `violations` without a persona: negations ("no X", "without X",
+    "X, not Y", "instead of X"), "X-free" / "non-X" and the `allowed` phrases do not count.
+    """
+    terms = tuple(t.lower().strip() for t in terms if t and t.strip())
+    if not terms or not text:
+        return []
+    found_re, absent_re, allowed_re = _mention_patterns(terms, tuple(a.lower() for a in allowed))
+    text = _normalise(text)
+    spans = [m.span() for m in absent_re.finditer(text)] + _negated_spans(text)
+    if allowed_re is not None:
+        spans += [m.span() for m in allowed_re.finditer(text)]
+    ordered = sorted(terms, key=len, reverse=True)
+    out: dict[str, None] = {}
+    for m in found_re.finditer(_blank(text, spans)):
+        out.setdefault(ordered[int(m.lastgroup[1:])], None)
+    return list(out)
 
 
 def _count(patterns: tuple[re.Pattern[str], ...], text: str) -> int:

@@ -45,9 +45,11 @@ def persona_params(cfg: PipelineConfig) -> dict[str, Param]:
             "persona_dpo_groq).",
         ),
         "eval_judge": Param(
-            cfg.evaluation.judge, type="string", enum=_choices(cfg.evaluation.judge, "rules", "gemini"),
+            cfg.evaluation.judge, type="string", enum=_choices(cfg.evaluation.judge, "checklist", "rules", "gemini"),
             title="Evaluation judge",
-            description="rules: the offline rule judge. gemini: Gemini on Vertex AI (connection google_cloud_default).",
+            description="checklist: each case's own expectations, offline and independent of the labeling judge. "
+            "rules: the offline rule judge (the gate refuses when it also labeled, unless gate.allow_same_judge). "
+            "gemini: Gemini on Vertex AI (connection google_cloud_default).",
         ),
         "training_runner": Param(
             cfg.training.runner, type="string", enum=["local", "kubernetes"],

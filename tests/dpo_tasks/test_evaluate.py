@@ -16,6 +16,12 @@ STABLE_KEYS = {
 CATEGORY_SIZES = {"basic_alignment": 8, "constraint_stress": 6, "edge_case": 4, "cross_persona": 2}
 
 
+def evaluate_cases():
+    from dpo_tasks.prompts import load_eval_cases
+
+    return load_eval_cases(PERSONA)
+
+
 def make_adapter(base: Path, out: Path, seed: int = 1) -> Path:
     """A LoRA adapter with non-zero weights, so the candidate really differs from the base."""
     import torch
@@ -49,7 +55,11 @@ def test_evaluate_writes_every_output_with_stable_keys(persona, run_dir):
     summary = evaluate.run(persona, run_dir)
     on_disk = json.loads((run_dir.eval / "summary_stats.json").read_text())
     assert STABLE_KEYS <= set(on_disk)
-    assert on_disk["judge"] == "rules" and on_disk["n"] == 20 and on_disk["failed"] == 0
+    assert on_disk["judge"] == on_disk["eval_judge"] == "checklist" and on_disk["n"] == 20 and on_disk["failed"] == 0
+    assert on_disk["label_judge"] == "rules" and on_disk["same_judge"] is False
+    assert set(on_disk["usable_rate"]) == {"candidate", "baseline"}
+    assert on_disk["second_opinion"]["judge"] == "rules" and 0 <= on_disk["second_opinion"]["agreement"] <= 1
+    assert on_disk["checklists_written"] == sum("checklist" in c for c in evaluate_cases()) and on_disk["judged_fraction"] == 1.0
     assert on_disk["wins"] + on_disk["losses"] + on_disk["ties"] == 20
     assert on_disk["win_rate"] == pytest.approx((on_disk["wins"] + 0.5 * on_disk["ties"]) / 20)
     assert on_disk["ci_low"] <= on_disk["win_rate"] <= on_disk["ci_high"]
@@ -60,9 +70,12 @@ def test_evaluate_writes_every_output_with_stable_keys(persona, run_dir):
     details = json.loads((run_dir.eval / "detailed_results.json").read_text())
     assert len(details) == 20
     assert all(d["candidate_response"] is not None and d["scores_candidate"] and d["scores_baseline"] for d in details)
+    assert all(d["checks_candidate"]["total"] >= 6 and d["second_opinion_outcome"] in ("win", "loss", "tie") for d in details)
     assert {d["outcome"] for d in details} <= {"win", "loss", "tie"}
     html = (run_dir.eval / "evaluation_report.html").read_text()
     assert "<svg" in html and details[0]["id"] in html
+    assert "evaluation judge <b>checklist</b>" in html and "labeling judge <b>rules</b>" in html and "usable answers" in html
+    assert "is the labeling judge" not in html
     assert len(read_jsonl(run_dir.eval / "responses.jsonl")) == 40
 
 
@@ -164,3 +177,46 @@ def test_cli_prints_the_win_rate(run_dir, tiny_model_dir, capsys):
     assert rc == 0
     out = capsys.readouterr().out
     assert "win rate" in out and "evaluation_report.html" in out
+
+
+def test_the_labeling_judge_as_evaluator_is_said_plainly(persona, run_dir):
+    same = with_overrides(persona, {"evaluation": {"judge": "rules"}})
+    summary = evaluate.run(same, run_dir)
+    assert summary["eval_judge"] == summary["label_judge"] == "rules" and summary["same_judge"] is True
+    assert summary["second_opinion"] is None  # the rule judge is already the judge
+    html = (run_dir.eval / "evaluation_report.html").read_text()
+    assert "The evaluation judge is the labeling judge (rules)" in html and "allow_same_judge" in html
+    from dpo_tasks import gate
+
+    assert gate.run(same, run_dir)["decision"] == "reject"
+
+
+class FailsSome(Judge):
+    """Gives no verdict for the first `n_failed` pairs, as an API judge out of retries would."""
+
+    name = "flaky"
+
+    def __init__(self, n_failed):
+        self.n_failed = n_failed
+
+    def compare_once(self, persona, prompt, first, second):
+        return OrderedVerdict("tie", Scores(5, 5, 5, 5, 5), Scores(5, 5, 5, 5, 5))
+
+    def judge_pairs(self, persona, items, *, both_orders=True, progress=None):
+        from dpo_tasks.judges.base import PairJudgement
+
+        out = super().judge_pairs(persona, items, both_orders=both_orders)
+        return [PairJudgement(j.id, "failed", None) if i < self.n_failed else j for i, j in enumerate(out)]
+
+
+def test_failed_cases_show_in_the_summary_and_the_report(persona, run_dir):
+    summary = evaluate.run(persona, run_dir, judge=FailsSome(3))
+    ids = [c["id"] for c in evaluate_cases()[:3]]
+    assert summary["failed"] == 3 and summary["failed_cases"] == ids and summary["n"] == 17
+    assert summary["judged_fraction"] == 0.85
+    html = (run_dir.eval / "evaluation_report.html").read_text()
+    assert "3 of 20 cases were not judged" in html and all(i in html for i in ids)
+    from dpo_tasks import gate
+
+    result = gate.run(persona, run_dir)
+    assert result["decision"] == "reject" and "17 of 20" in result["reason"] and result["failed_cases"] == ids

@@ -11,7 +11,7 @@ PERSONA = "persona_e_mexican_vegan"
 
 
 def _write_eval(run_dir, outcomes):
-    stats = win_rate(outcomes).as_dict() | {"judge": "rules", "baseline": {"kind": "base"}}
+    stats = win_rate(outcomes).as_dict() | {"judge": "checklist", "baseline": {"kind": "base"}}
     write_json(RunDir(run_dir).eval / "summary_stats.json", stats)
     return stats
 
@@ -66,3 +66,60 @@ def test_gate_cli_exits_zero_both_ways(tmp_path, capsys, extra, decision):
     assert rc == 0
     assert json.loads((tmp_path / "gate.json").read_text())["decision"] == decision
     assert f"gate: {decision}" in capsys.readouterr().out
+
+
+def _write_stats(run_dir, stats):
+    write_json(RunDir(run_dir).eval / "summary_stats.json", stats)
+
+
+@pytest.mark.parametrize(
+    ("eval_judge", "label_judge", "allow", "decision"),
+    [
+        pytest.param("rules", "rules", False, "reject", id="same-judge-refused"),
+        pytest.param("rules", "rules", True, "promote", id="same-judge-allowed-by-config"),
+        pytest.param("checklist", "rules", False, "promote", id="independent-judge"),
+        pytest.param("gemini", "groq", False, "promote", id="api-judges"),
+    ],
+)
+def test_gate_refuses_the_labeling_judge_as_evaluator(tmp_path, eval_judge, label_judge, allow, decision):
+    stats = win_rate(["win"] * 18 + ["loss"] * 2).as_dict() | {"judge": eval_judge, "eval_judge": eval_judge, "label_judge": label_judge}
+    _write_stats(tmp_path, stats)
+    persona = with_overrides(load_persona(PERSONA), {"gate": {"allow_same_judge": allow}})
+    result = gate.run(persona, tmp_path)
+    assert result["decision"] == decision
+    assert result["same_judge"] is (eval_judge == label_judge)
+    if decision == "reject":
+        assert "also labeled" in result["reason"] and "allow_same_judge" in result["reason"]
+
+
+def test_gate_reads_the_labeling_judge_from_the_label_stage(tmp_path):
+    """An old summary without label_judge: the label stage's record decides, here the same rule judge."""
+    _write_stats(tmp_path, win_rate(["win"] * 20).as_dict() | {"judge": "rules"})
+    write_json(RunDir(tmp_path).stage_summary("label"), {"judge": "rules"})
+    assert gate.run(load_persona(PERSONA), tmp_path)["decision"] == "reject"
+    write_json(RunDir(tmp_path).stage_summary("label"), {"judge": "groq"})
+    assert gate.run(load_persona(PERSONA), tmp_path)["decision"] == "promote"
+
+
+@pytest.mark.parametrize(
+    ("wins", "failed", "overrides", "decision", "why"),
+    [
+        pytest.param(4, 16, {}, "reject", "4 of 20 cases were judged", id="four-of-four-judged-does-not-promote"),
+        pytest.param(18, 2, {}, "promote", None, id="ninety-percent-judged-is-enough"),
+        pytest.param(17, 3, {}, "reject", "17 of 20", id="under-ninety-percent"),
+        pytest.param(17, 3, {"min_judged_fraction": 0.8, "min_judged": 10}, "promote", None, id="fraction-configurable"),
+        pytest.param(14, 0, {}, "reject", "gate.min_judged 15", id="under-the-minimum-count"),
+        pytest.param(14, 0, {"min_judged": 14}, "promote", None, id="minimum-configurable"),
+    ],
+)
+def test_gate_counts_what_it_did_not_see(tmp_path, wins, failed, overrides, decision, why):
+    failed_ids = [f"case-{i}" for i in range(failed)]
+    stats = win_rate(["win"] * wins).as_dict() | {"judge": "checklist", "failed": failed, "failed_cases": failed_ids}
+    _write_stats(tmp_path, stats)
+    persona = with_overrides(load_persona(PERSONA), {"gate": overrides})
+    result = gate.run(persona, tmp_path)
+    assert result["decision"] == decision, result["reason"]
+    assert result["failed"] == failed and result["failed_cases"] == failed_ids
+    assert result["judged_fraction"] == pytest.approx(wins / (wins + failed))
+    if why:
+        assert why in result["reason"]
