@@ -31,7 +31,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from dpo_tasks.loaders import InputFileError, brief, check_regular_file, decode_utf8
 
-PERSONA_ID_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+# Matched with fullmatch: `$` would also accept a trailing newline. Starts with a letter, ends with
+# a letter or digit (a Kubernetes label value must), 63 characters at most (a DNS label's limit).
+PERSONA_ID_RE = re.compile(r"[a-z](?:[a-z0-9_]{0,61}[a-z0-9])?")
 DEFAULT_PERSONA = "persona_e_mexican_vegan"
 EMBEDDED_MODEL = "smollm2-135m-instruct"
 MAX_PERSONAS_BYTES = 1024 * 1024
@@ -299,8 +301,9 @@ class Persona(_Model):
     def _id_shape(cls, v: str) -> str:
         if not PERSONA_ID_RE.fullmatch(v):
             raise ValueError(
-                f"persona id {brief(v)} must match {PERSONA_ID_RE.pattern} "
-                "(lowercase letters, digits, underscores; it becomes a DAG id and a path)"
+                f"persona id {brief(v)} must match {PERSONA_ID_RE.pattern} (lowercase letters, digits, underscores, "
+                "starting with a letter and ending with a letter or digit, at most 63; it becomes a DAG id, a "
+                "pod label and a path)"
             )
         return v
 
@@ -548,6 +551,89 @@ def load_personas(path: str | os.PathLike[str] | None = None) -> PersonasFile:
 def load_persona(persona_id: str, path: str | os.PathLike[str] | None = None) -> Persona:
     """One persona; other personas' errors do not matter to it."""
     return load_personas_lenient(path).get(persona_id)
+
+
+# What a run's conf (trigger form, REST API, `dpo_custom`) may change: counts, hyperparameters,
+# judge kinds, the gate threshold. An entry ending in "." allows every key under it. Everything
+# else (connection ids, Kubernetes settings, model ids and paths, the runner, API model names and
+# rate limits) says where a run executes or with whose rights, and comes from the deployment
+# (personas.yaml, env, connections). Dry run is a form field of its own, not a config key.
+RUN_SETTABLE: frozenset[str] = frozenset({
+    "generation.",
+    "labeling.judge",
+    "labeling.min_margin",
+    "labeling.groq.both_orders",
+    "labeling.groq.hard_constraint_shortcut",
+    "labeling.groq.max_output_tokens",
+    "labeling.groq.temperature",
+    "labeling.reward.num_candidates",
+    "labeling.reward.min_margin",
+    "training.lora_r",
+    "training.lora_alpha",
+    "training.lora_dropout",
+    "training.target_modules",
+    "training.learning_rate",
+    "training.beta",
+    "training.epochs",
+    "training.batch_size",
+    "training.grad_accum",
+    "training.max_length",
+    "training.max_prompt_length",
+    "training.precompute_ref_log_probs",
+    "training.seed",
+    "evaluation.judge",
+    "evaluation.max_new_tokens",
+    "evaluation.temperature",
+    "evaluation.seed",
+    "evaluation.gemini.max_output_tokens",
+    "gate.min_win_rate_lower_bound",
+})
+
+
+def run_settable(key: str) -> bool:
+    """Whether a run's conf may override the dotted config key `key` (see RUN_SETTABLE)."""
+    if not key or key.endswith("."):
+        return False
+    return key in RUN_SETTABLE or any(p.endswith(".") and key.startswith(p) and len(key) > len(p) for p in RUN_SETTABLE)
+
+
+def _dotted_leaves(tree: dict[str, Any], prefix: str = "") -> list[str]:
+    keys = []
+    for key, value in tree.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            keys += _dotted_leaves(value, f"{dotted}.")
+        else:
+            keys.append(dotted)
+    return keys
+
+
+def _known_setting(key: str) -> bool:
+    model: Any = PipelineConfig
+    for part in key.split("."):
+        fields = getattr(model, "model_fields", None)
+        if fields is None:
+            return not isinstance(model, type)  # a key inside a mapping field such as node_selector
+        if part not in fields:
+            return False
+        model = fields[part].annotation
+    return True
+
+
+def check_run_overrides(overrides: dict[str, Any], *, where: str) -> None:
+    """Refuse, naming them, the keys of a run's nested overrides that RUN_SETTABLE does not allow."""
+    keys = _dotted_leaves(overrides or {})
+    unknown = sorted(k for k in keys if not run_settable(k) and not _known_setting(k))
+    if unknown:
+        raise ConfigError(f"{where}: unknown setting(s) {', '.join(map(repr, unknown))}; check the spelling (docs/security.md lists what a run may set)")
+    refused = sorted(k for k in keys if not run_settable(k))
+    if refused:
+        raise ConfigError(
+            f"{where}: {', '.join(map(repr, refused))} cannot be set by a run: a run may change counts, "
+            "hyperparameters, judge kinds and the gate threshold (config.RUN_SETTABLE, listed in docs/security.md); "
+            "connection ids, Kubernetes settings, model ids and paths, the runner and store locations come from "
+            "the deployment (personas.yaml, the environment, Airflow connections)"
+        )
 
 
 def with_overrides(persona: Persona, overrides: dict[str, Any]) -> Persona:

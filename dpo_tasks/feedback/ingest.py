@@ -78,7 +78,7 @@ def validate_row(raw: Any, known_personas: set[str] | None) -> dict[str, Any]:
             raise ValueError(f"field {name!r} is required (got {value!r})")
     row: dict[str, Any] = {}
     pid = raw["persona_id"]
-    if not isinstance(pid, str) or not PERSONA_ID_RE.match(pid):
+    if not isinstance(pid, str) or not PERSONA_ID_RE.fullmatch(pid):
         raise ValueError(f"field 'persona_id' = {pid!r} is invalid: must match {PERSONA_ID_RE.pattern}")
     if known_personas is not None and pid not in known_personas:
         raise ValueError(f"field 'persona_id' = {pid!r} is not a persona in personas.yaml")

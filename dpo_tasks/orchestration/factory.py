@@ -81,7 +81,7 @@ def _persona_doc(persona: Persona, personas_path: str) -> str:
 Keeps this persona's LoRA adapter aligned with Direct Preference Optimization: it samples
 {cfg.generation.num_prompts} recipe requests from the persona's prompt pool, generates a strongly and a
 weakly persona-conditioned answer to each, lets the **{cfg.labeling.judge}** judge pick chosen/rejected,
-trains with TRL DPO + LoRA (runner **{cfg.training.runner}**), evaluates the candidate against the current
+trains with TRL DPO + LoRA (runner **{cfg.training.runner}**, set in personas.yaml), evaluates the candidate against the current
 model with the **{cfg.evaluation.judge}** judge and publishes it only when the lower bound of its win
 rate's 95% interval reaches **{cfg.gate.min_win_rate_lower_bound}**.
 
@@ -94,7 +94,7 @@ rate's 95% interval reaches **{cfg.gate.min_win_rate_lower_bound}**.
 | schedule | `{cfg.schedule}` (also started by the `feedback_monitor` DAG when feedback drifts) |
 | config | `{personas_path}` (`defaults` + this persona's `overrides`) |
 
-Trigger with config to change prompts, judges, runner, gate threshold or epochs for one run;
+Trigger with config to change prompts, judges, gate threshold or epochs for one run (docs/security.md lists what a run may set);
 **dry run** stops after the gate. When the gate refuses, `publish` is skipped and its log and the
 `gate` task's XCom say why. Stage outputs: the run directory named in `prepare`'s XCom.
 """
@@ -131,7 +131,7 @@ Replaces the reference microservice's webhook: trigger it through the REST API v
 {"communityId": "vegan-bakers", "dataset": [{"prompt": "...", "chosen": "...", "rejected": "..."}]}
 ```
 
-or `"dataset_uri": "gs://bucket/path/data.jsonl"` (JSONL or a JSON list) instead of `dataset`.
+or `"dataset_uri": "gs://<upload prefix>/<communityId>/data.jsonl"` (JSONL or a JSON list) instead of `dataset`.
 `prepare` validates every row (bad rows are listed in its log; the run fails when none is usable),
 then the adapter is trained (local or A100 pod), evaluated with the base persona's test cases
 (`persona`, default the package's default persona), gated, and published under
@@ -146,7 +146,8 @@ def _custom_params(cfg: PipelineConfig, persona_ids: list[str]) -> dict[str, Par
         # the params of a run's callbacks without its conf, and a missing default fails there.
         "communityId": Param(
             None, type=["null", "string"], title="Community id (required)",
-            description="Letters, digits, '-' and '_' (up to 63). Published under policies/<communityId>/ in the artifact store.",
+            description="Lowercase letters, digits and '-', starting and ending with a letter or digit (up to 63). "
+            "Published under policies/<communityId>/ in the artifact store.",
         ),
         "dataset": Param(
             None, type=["null", "array"], title="Dataset (inline)",
@@ -154,14 +155,14 @@ def _custom_params(cfg: PipelineConfig, persona_ids: list[str]) -> dict[str, Par
         ),
         "dataset_uri": Param(
             None, type=["null", "string"], title="Dataset URI",
-            description="A JSONL file or JSON list at a path, file:// or gs:// URI; give this or dataset.",
+            description="A JSONL file or JSON list under the upload prefix, gs://.../<communityId>/...; give this or dataset.",
         ),
         "persona": Param(
             DEFAULT_PERSONA if DEFAULT_PERSONA in persona_ids else (persona_ids or [DEFAULT_PERSONA])[0],
             type="string", enum=persona_ids or [DEFAULT_PERSONA], title="Base persona",
             description="Whose training settings and evaluation cases the community adapter uses.",
         ),
-        **{k: form[k] for k in ("training_runner", "eval_judge", "epochs", "min_win_rate_lower_bound", "dry_run", "overrides")},
+        **{k: form[k] for k in ("eval_judge", "epochs", "min_win_rate_lower_bound", "dry_run", "overrides")},
     }
 
 

@@ -30,7 +30,7 @@ class StageOperator(BaseOperator):
 
 
 class ChooseRunnerOperator(BaseBranchOperator):
-    """Follows `train_local` or `train_kubernetes`, as the run's `training_runner` param says."""
+    """Follows `train_local` or `train_kubernetes`, as the persona's `training.runner` (personas.yaml) says."""
 
     template_fields: Sequence[str] = ("run",)
 

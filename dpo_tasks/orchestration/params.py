@@ -3,6 +3,10 @@
 Defaults come from the persona's effective config (personas.yaml defaults + overrides), so an
 untouched form reproduces the scheduled run. Each form field maps to one config key; the stage
 CLIs receive them as `--set key=value`, exactly as a user would type them.
+
+A run's conf is untrusted: the form's fields and its `overrides` reach only the keys
+`config.RUN_SETTABLE` allows. Where the run executes (the runner, images, namespaces, connections,
+models, stores) comes from the deployment, so the form offers no field for it.
 """
 
 from __future__ import annotations
@@ -12,14 +16,13 @@ from typing import Any
 
 from airflow.sdk import Param
 
-from dpo_tasks.config import PipelineConfig
+from dpo_tasks.config import ConfigError, PipelineConfig, check_run_overrides
 
 # form field -> dotted config key it overrides
 PARAM_KEYS: dict[str, str] = {
     "num_prompts": "generation.num_prompts",
     "judge": "labeling.judge",
     "eval_judge": "evaluation.judge",
-    "training_runner": "training.runner",
     "min_win_rate_lower_bound": "gate.min_win_rate_lower_bound",
     "epochs": "training.epochs",
 }
@@ -51,12 +54,6 @@ def persona_params(cfg: PipelineConfig) -> dict[str, Param]:
             "rules: the offline rule judge (the gate refuses when it also labeled, unless gate.allow_same_judge). "
             "gemini: Gemini on Vertex AI (connection google_cloud_default).",
         ),
-        "training_runner": Param(
-            cfg.training.runner, type="string", enum=["local", "kubernetes"],
-            title="Training runner",
-            description="local: a subprocess on the worker. kubernetes: a pod on an A100 node (trainer image, pool "
-            "persona_dpo_a100).",
-        ),
         "min_win_rate_lower_bound": Param(
             cfg.gate.min_win_rate_lower_bound, type="number", minimum=0, maximum=1,
             title="Gate: minimum win-rate lower bound",
@@ -74,7 +71,8 @@ def persona_params(cfg: PipelineConfig) -> dict[str, Param]:
         "overrides": Param(
             {}, type="object", title="Advanced: extra overrides",
             description='More config overrides as {"dotted.key": value}, e.g. {"training.learning_rate": 1e-4}; '
-            "applied after the fields above.",
+            "applied after the fields above. Only counts, hyperparameters, judge kinds and the gate threshold "
+            "(see docs/security.md); deployment settings are refused.",
         ),
     }
 
@@ -85,13 +83,19 @@ def _set_arg(key: str, value: Any) -> str:
 
 
 def overrides_from_params(params: dict[str, Any]) -> list[str]:
-    """The run's `--set` arguments (without the flag), in a stable order."""
+    """The run's `--set` arguments (without the flag), in a stable order.
+
+    ConfigError names any key the run may not set (`config.RUN_SETTABLE`).
+    """
+    from dpo_tasks.cli import parse_overrides
+
     sets = [_set_arg(key, params[name]) for name, key in PARAM_KEYS.items() if params.get(name) is not None]
     extra = params.get("overrides") or {}
     if not isinstance(extra, dict):
-        raise ValueError(f"param 'overrides' = {extra!r} must be an object of dotted.key: value")
+        raise ConfigError(f"run conf 'overrides' = {extra!r} must be an object of dotted.key: value")
     for key, value in sorted(extra.items()):
-        if not isinstance(key, str) or not key.strip() or key.startswith("."):
-            raise ValueError(f"param 'overrides' has a bad key {key!r}; expected a dotted config key")
+        if not isinstance(key, str) or not key.strip() or key.startswith(".") or key.endswith(".") or ".." in key or "=" in key:
+            raise ConfigError(f"run conf 'overrides' has a bad key {key!r}; expected a dotted config key")
         sets.append(_set_arg(key, value))
+    check_run_overrides(parse_overrides(sets), where="run conf 'overrides'")
     return sets

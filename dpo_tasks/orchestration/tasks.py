@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from dpo_tasks.config import ConfigError, Persona, default_personas_path, load_persona, with_overrides
+from dpo_tasks.config import ConfigError, Persona, check_run_overrides, default_personas_path, load_persona, with_overrides
 from dpo_tasks.orchestration.common import run_dir_for, safe_run_id
 from dpo_tasks.orchestration.custom import check_custom_conf
 from dpo_tasks.orchestration.params import overrides_from_params
@@ -62,10 +62,13 @@ def _snapshot_personas(personas_file: str | None, rd: RunDir) -> Path:
     return snapshot
 
 
-def _check_overrides(persona_id: str, personas_file: Path, sets: list[str]) -> None:
+def _check_overrides(persona_id: str, personas_file: Path, sets: list[str]) -> Persona:
+    """The persona as this run will use it; ConfigError for a key a run may not set or a bad value."""
     from dpo_tasks.cli import parse_overrides
 
-    with_overrides(load_persona(persona_id, personas_file), parse_overrides(sets))
+    overrides = parse_overrides(sets)
+    check_run_overrides(overrides, where="run conf")
+    return with_overrides(load_persona(persona_id, personas_file), overrides)
 
 
 def no_retry_on_bad_input(fn):
@@ -94,13 +97,12 @@ def prepare_persona_run(persona_id: str, personas_file: str | None = None) -> di
     ctx = _context()
     params = dict(ctx["params"])
     conf = dict(getattr(ctx["dag_run"], "conf", None) or {})
+    # Everything about the conf is checked before the run dir exists: a refused run leaves nothing behind.
+    sets = overrides_from_params(params)
+    feedback = _check_feedback_window(conf.get("feedback"), persona_id)
     rd = RunDir(run_dir_for(persona_id, ctx["run_id"])).ensure()
     snapshot = _snapshot_personas(personas_file, rd)
-    sets = overrides_from_params(params)
-    _check_overrides(persona_id, snapshot, sets)
-    feedback = conf.get("feedback")
-    if feedback is not None and (not isinstance(feedback, dict) or feedback.get("persona_id", persona_id) != persona_id):
-        raise ConfigError(f"run conf 'feedback' = {feedback!r} must be a mapping for persona {persona_id!r}")
+    persona = _check_overrides(persona_id, snapshot, sets)
     write_json(rd.root / "trigger.json", {"run_id": ctx["run_id"], "params": params, "feedback": feedback, "sets": sets})
     run = {
         "namespace": persona_id,
@@ -108,12 +110,31 @@ def prepare_persona_run(persona_id: str, personas_file: str | None = None) -> di
         "run_dir": str(rd.root),
         "run_id": safe_run_id(ctx["run_id"]),
         "args": common_args(persona_id, snapshot, rd.root, sets),
-        "runner": params["training_runner"],
+        # The deployment's choice (personas.yaml); a run's conf cannot move training elsewhere.
+        "runner": persona.config.training.runner,
         "dry_run": bool(params.get("dry_run")),
         "feedback": feedback,
     }
     log.info("run dir %s; overrides: %s", rd.root, " ".join(sets) or "(none)")
     return run
+
+
+def _check_feedback_window(feedback: Any, persona_id: str) -> dict[str, Any] | None:
+    """The feedback monitor's window (`{persona_id, from_id, to_id, ...}`, a `Claim`); ConfigError otherwise."""
+    if feedback is None:
+        return None
+    ok = (
+        isinstance(feedback, dict)
+        and feedback.get("persona_id", persona_id) == persona_id
+        and all(isinstance(feedback.get(k), int) and not isinstance(feedback.get(k), bool) and feedback[k] >= 0 for k in ("from_id", "to_id"))
+        and feedback["from_id"] <= feedback["to_id"]
+    )
+    if not ok:
+        raise ConfigError(
+            f"run conf 'feedback' = {feedback!r} must be {{'persona_id': {persona_id!r}, 'from_id': int, 'to_id': int}} "
+            "with 0 <= from_id <= to_id"
+        )
+    return feedback
 
 
 def run_persona(run: dict[str, Any]) -> Persona:
@@ -265,9 +286,10 @@ def prepare_custom_run(personas_file: str | None = None) -> dict[str, Any]:
     ctx = _context()
     params = dict(ctx["params"])
     request = check_custom_conf(params)
-    community, base_persona, namespace = request.community, request.persona, request.namespace
+    community, base_persona, namespace, sets = request.community, request.persona, request.namespace, request.sets
     rd = RunDir(run_dir_for(namespace, ctx["run_id"])).ensure()
     snapshot = _snapshot_personas(personas_file, rd)
+    persona = _check_overrides(base_persona, snapshot, sets)
     if request.dataset_uri is not None:
         records, where, unparsed = load_records(fetch_file(request.dataset_uri, rd.root / "community_dataset.raw"))
     else:
@@ -281,8 +303,6 @@ def prepare_custom_run(personas_file: str | None = None) -> dict[str, Any]:
     if not result.good:
         raise ConfigError(f"community {community!r}: no usable row in the dataset ({len(problems)} problems; see the log)")
     write_jsonl(rd.dpo, result.good)
-    sets = overrides_from_params(params)
-    _check_overrides(base_persona, snapshot, sets)
     summary = {"community": community, "rows": total, "usable": len(result.good), "problems": len(problems)}
     write_json(rd.stage_summary("validate"), summary)
     return {
@@ -292,7 +312,7 @@ def prepare_custom_run(personas_file: str | None = None) -> dict[str, Any]:
         "run_dir": str(rd.root),
         "run_id": safe_run_id(ctx["run_id"]),
         "args": common_args(base_persona, snapshot, rd.root, sets),
-        "runner": params["training_runner"],
+        "runner": persona.config.training.runner,
         "dry_run": bool(params.get("dry_run")),
         "dataset": summary,
     }

@@ -187,8 +187,10 @@ def test_trigger_form_in_the_ui_shows_the_persona_params_and_starts_a_run(live_a
         expect(dialog.get_by_role("spinbutton", name="Number of prompts")).to_have_value("2")
         expect(dialog.get_by_role("spinbutton", name="Training epochs")).to_have_value("1")
         expect(dialog.get_by_role("spinbutton", name="Gate: minimum win-rate lower bound")).to_have_value("0.5")
-        for choice in ("Labeling judge", "Evaluation judge", "Training runner"):
+        for choice in ("Labeling judge", "Evaluation judge"):
             expect(dialog.get_by_role("combobox", name=choice)).to_be_attached()
+        # Where training runs is the deployment's choice (personas.yaml), not the trigger's.
+        expect(dialog.get_by_role("combobox", name="Training runner")).to_have_count(0)
         expect(dialog.get_by_role("checkbox", name="Dry run")).to_be_attached()
         dialog.get_by_role("button", name="Trigger").last.click()
         browser.close()

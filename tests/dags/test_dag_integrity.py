@@ -63,7 +63,9 @@ def test_persona_dag_pipeline_and_form(dagbag, persona_id):
     for up, down in zip(chain, chain[1:]):
         assert down in dag.get_task(up).downstream_task_ids, (up, down)
     assert dag.get_task("label").pool == POOL_GROQ
-    assert set(dag.params) >= {"num_prompts", "judge", "eval_judge", "training_runner", "min_win_rate_lower_bound", "epochs", "dry_run"}
+    assert set(dag.params) >= {"num_prompts", "judge", "eval_judge", "min_win_rate_lower_bound", "epochs", "dry_run"}
+    # Where training runs is the deployment's choice, not a trigger's.
+    assert "training_runner" not in dag.params
     assert dag.schedule == load_personas().personas[persona_id].config.schedule
 
 

@@ -18,12 +18,24 @@ PG_ADMIN = os.environ.get("PERSONA_DPO_TEST_PG", "postgresql://postgres@127.0.0.
 K8S_PATH = {"train_kubernetes"}
 
 
-def tiny(model_dir) -> dict:
-    return {
-        "model.base": str(model_dir), "generation.max_new_tokens": 8, "generation.batch_size": 8,
-        "evaluation.max_new_tokens": 8, "training.batch_size": 2, "training.grad_accum": 1, "training.max_length": 128,
-        "training.max_prompt_length": 96, "training.lora_r": 4, "training.lora_alpha": 8, "labeling.min_margin": 0,
-    }
+@pytest.fixture
+def tiny_personas(tmp_path, tiny_model_dir):
+    """The shipped personas on the tiny model: a deployment setting, so it comes from a personas file
+    ($PERSONA_DPO_PERSONAS), not from the run's conf (which may not set `model.base`)."""
+    import yaml
+
+    from dpo_tasks.config import default_personas_path
+
+    raw = yaml.safe_load(default_personas_path().read_text())
+    d = raw.setdefault("defaults", {})
+    d.setdefault("model", {})["base"] = str(tiny_model_dir)
+    d.setdefault("generation", {}).update(max_new_tokens=8, batch_size=8)
+    d.setdefault("evaluation", {})["max_new_tokens"] = 8
+    d.setdefault("training", {}).update(batch_size=2, grad_accum=1, max_length=128, max_prompt_length=96, lora_r=4, lora_alpha=8)
+    d.setdefault("labeling", {})["min_margin"] = 0
+    path = tmp_path / "personas.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return str(path)
 
 
 @pytest.fixture
@@ -52,13 +64,13 @@ def feedback_db():
     drop_database(PG_ADMIN, url)
 
 
-def test_persona_dag_runs_every_stage_and_publishes(airflow_home, tiny_model_dir, feedback_db):
+def test_persona_dag_runs_every_stage_and_publishes(airflow_home, tiny_personas, feedback_db):
     url, max_id = feedback_db
     conf = {
-        "num_prompts": 2, "epochs": 1, "min_win_rate_lower_bound": 0.0, "overrides": tiny(tiny_model_dir),
+        "num_prompts": 2, "epochs": 1, "min_win_rate_lower_bound": 0.0,
         "feedback": {"persona_id": PERSONA, "from_id": 0, "to_id": max_id},
     }
-    result, output = run_dag_test(airflow_home, f"dpo_{PERSONA}", conf, FEEDBACK_DB_URL=url)
+    result, output = run_dag_test(airflow_home, f"dpo_{PERSONA}", conf, FEEDBACK_DB_URL=url, PERSONA_DPO_PERSONAS=tiny_personas)
 
     assert result["state"] == "success", output[-6000:]
     tasks = result["tasks"]
@@ -77,14 +89,13 @@ def test_persona_dag_runs_every_stage_and_publishes(airflow_home, tiny_model_dir
     assert labeled and all(r["source"] == "feedback" for r in labeled)
 
 
-def test_custom_dag_gate_refuses_and_publish_is_skipped_with_the_reason(airflow_home, tiny_model_dir):
+def test_custom_dag_gate_refuses_and_publish_is_skipped_with_the_reason(airflow_home, tiny_personas):
     rows = toy_records(load_persona(PERSONA), 6, seed=1)
     bad = [{"prompt": "p", "chosen": "same", "rejected": "same"}, {"prompt": "only a prompt"}]
     conf = {
         "communityId": "vegan-bakers", "dataset": rows + bad, "min_win_rate_lower_bound": 1.0, "epochs": 1,
-        "overrides": tiny(tiny_model_dir),
     }
-    result, output = run_dag_test(airflow_home, "dpo_custom", conf)
+    result, output = run_dag_test(airflow_home, "dpo_custom", conf, PERSONA_DPO_PERSONAS=tiny_personas)
 
     assert result["state"] == "success", output[-6000:]
     tasks = result["tasks"]

@@ -23,7 +23,6 @@ def test_form_defaults_are_the_personas_config(persona):
     assert values["num_prompts"] == persona.config.generation.num_prompts
     assert values["judge"] == persona.config.labeling.judge
     assert values["eval_judge"] == persona.config.evaluation.judge
-    assert values["training_runner"] == persona.config.training.runner
     assert values["min_win_rate_lower_bound"] == persona.config.gate.min_win_rate_lower_bound
     assert values["epochs"] == persona.config.training.epochs
     assert values["dry_run"] is False
@@ -45,7 +44,6 @@ def test_every_field_has_a_title_and_description(persona):
         pytest.param("num_prompts", "ten", id="prompts-not-a-number"),
         pytest.param("judge", "gpt4", id="unknown-judge"),
         pytest.param("eval_judge", "groq", id="groq-cannot-evaluate"),
-        pytest.param("training_runner", "slurm", id="unknown-runner"),
         pytest.param("min_win_rate_lower_bound", 1.5, id="bound-above-one"),
         pytest.param("epochs", 0, id="zero-epochs"),
         pytest.param("dry_run", "yes", id="dry-run-not-boolean"),
@@ -60,16 +58,16 @@ def test_form_rejects_bad_values(persona, field, value):
 
 def test_form_values_become_set_overrides(persona):
     values = ParamsDict(persona_params(persona.config)).dump()
-    values.update(num_prompts=7, judge="groq", eval_judge="gemini", training_runner="kubernetes",
-                  min_win_rate_lower_bound=0.42, epochs=1, overrides={"training.learning_rate": 1e-4, "model.base": "/m/tiny"})
+    values.update(num_prompts=7, judge="groq", eval_judge="gemini",
+                  min_win_rate_lower_bound=0.42, epochs=1, overrides={"training.learning_rate": 1e-4, "generation.seed": 3})
     sets = overrides_from_params(values)
     assert sets == [
-        "generation.num_prompts=7", 'labeling.judge="groq"', 'evaluation.judge="gemini"', 'training.runner="kubernetes"',
-        "gate.min_win_rate_lower_bound=0.42", "training.epochs=1", 'model.base="/m/tiny"', "training.learning_rate=0.0001",
+        "generation.num_prompts=7", 'labeling.judge="groq"', 'evaluation.judge="gemini"',
+        "gate.min_win_rate_lower_bound=0.42", "training.epochs=1", "generation.seed=3", "training.learning_rate=0.0001",
     ]
     cfg = with_overrides(persona, parse_overrides(sets)).config
-    assert (cfg.generation.num_prompts, cfg.labeling.judge, cfg.evaluation.judge, cfg.training.runner) == (7, "groq", "gemini", "kubernetes")
-    assert (cfg.gate.min_win_rate_lower_bound, cfg.training.epochs, cfg.training.learning_rate, cfg.model.base) == (0.42, 1, 1e-4, "/m/tiny")
+    assert (cfg.generation.num_prompts, cfg.labeling.judge, cfg.evaluation.judge) == (7, "groq", "gemini")
+    assert (cfg.gate.min_win_rate_lower_bound, cfg.training.epochs, cfg.training.learning_rate, cfg.generation.seed) == (0.42, 1, 1e-4, 3)
 
 
 @pytest.mark.parametrize(
@@ -77,6 +75,11 @@ def test_form_values_become_set_overrides(persona):
     [
         pytest.param(["training.epochs"], "must be an object", id="not-an-object"),
         pytest.param({"": 1}, "bad key ''", id="empty-key"),
+        pytest.param({"training.": 1}, "bad key 'training.'", id="trailing-dot"),
+        pytest.param({"model.base": "/m/tiny"}, "'model.base' cannot be set by a run", id="model-path"),
+        pytest.param({"training.runner": "kubernetes"}, "'training.runner' cannot be set by a run", id="runner"),
+        pytest.param({"training": {"kubernetes": {"image": "evil"}}}, "'training.kubernetes.image' cannot be set", id="nested-k8s"),
+        pytest.param({"training": 1, "training.epochs": 2}, "conflicts", id="conflicting-keys"),
     ],
 )
 def test_bad_extra_overrides_are_named(overrides, match):
@@ -86,6 +89,6 @@ def test_bad_extra_overrides_are_named(overrides, match):
 
 def test_a_string_value_that_looks_like_yaml_stays_a_string(persona):
     # "yes"/"1e-4"/"null" typed in the form must not turn into bool/float/None on the CLI.
-    sets = overrides_from_params({"overrides": {"training.kubernetes.image": "yes", "model.base": "null"}})
+    sets = overrides_from_params({"overrides": {"training.target_modules": ["yes", "null"], "labeling.judge": "null"}})
     parsed = parse_overrides(sets)
-    assert parsed == {"training": {"kubernetes": {"image": "yes"}}, "model": {"base": "null"}}
+    assert parsed == {"training": {"target_modules": ["yes", "null"]}, "labeling": {"judge": "null"}}

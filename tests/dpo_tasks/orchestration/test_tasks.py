@@ -54,7 +54,7 @@ def test_persona_run_description(trigger, tmp_path):
     "params, conf, match",
     [
         pytest.param({"overrides": {"training.epochs": -1}}, None, r"training\.epochs.*-1", id="bad-override-value"),
-        pytest.param({"overrides": {"training.epoch": 2}}, None, r"unknown field 'training\.epoch'", id="misspelt-override"),
+        pytest.param({"overrides": {"training.epoch": 2}}, None, r"unknown setting\(s\) 'training\.epoch'", id="misspelt-override"),
         pytest.param({}, {"feedback": {"persona_id": "persona_a_korean_spicy", "from_id": 1, "to_id": 2}},
                      r"feedback.*persona_d_japanese_lowsodium", id="feedback-for-another-persona"),
     ],
@@ -66,15 +66,17 @@ def test_bad_trigger_fails_at_once_naming_the_problem(trigger, params, conf, mat
 
 
 def custom_form(**values) -> dict:
-    base = {"communityId": None, "dataset": None, "dataset_uri": None, "persona": PERSONA, "training_runner": "local",
+    base = {"communityId": None, "dataset": None, "dataset_uri": None, "persona": PERSONA,
             "eval_judge": "rules", "epochs": 1, "min_win_rate_lower_bound": 0.5, "dry_run": False, "overrides": {}}
     return base | values
 
 
-def test_community_dataset_from_a_uri_keeps_good_rows_and_names_bad_ones(trigger, tmp_path, caplog):
+def test_community_dataset_from_a_uri_keeps_good_rows_and_names_bad_ones(trigger, tmp_path, caplog, monkeypatch):
     rows = toy_records(load_persona(PERSONA), 3)
     lines = [json.dumps(rows[0]), "{not json", json.dumps(rows[1]), json.dumps({"prompt": "p", "chosen": "x"}), json.dumps(rows[2])]
-    path = tmp_path / "community.jsonl"
+    monkeypatch.setenv("PERSONA_DPO_LOCAL_UPLOAD_ROOT", str(tmp_path / "uploads"))
+    path = tmp_path / "uploads" / "tofu-club" / "community.jsonl"
+    path.parent.mkdir(parents=True)
     path.write_text("\n".join(lines) + "\n")
     trigger(custom_form(communityId="tofu-club", dataset_uri=str(path)))
     with caplog.at_level("WARNING"):
@@ -97,12 +99,27 @@ def test_community_dataset_from_a_uri_keeps_good_rows_and_names_bad_ones(trigger
         pytest.param({"communityId": "../etc", "dataset": []}, r"communityId.*'\.\./etc'", id="path-in-community"),
         pytest.param({"communityId": "c1"}, "exactly one of 'dataset'", id="no-dataset"),
         pytest.param({"communityId": "c1", "dataset": [], "dataset_uri": "gs://b/x.jsonl"}, "exactly one of", id="both"),
-        pytest.param({"communityId": "c1", "dataset_uri": "/nonexistent/data.jsonl"}, "is not a readable file", id="missing-uri"),
+        pytest.param({"communityId": "c1", "dataset_uri": "/nonexistent/data.jsonl"}, "only gs:// URIs", id="local-uri-not-allowed"),
         pytest.param({"communityId": "c1", "dataset": [{"prompt": "p", "chosen": "same", "rejected": "same"}]},
                      "no usable row", id="nothing-usable"),
     ],
 )
-def test_bad_community_conf_fails_at_once(trigger, values, match):
+def test_bad_community_conf_fails_at_once(trigger, values, match, monkeypatch):
+    monkeypatch.delenv("PERSONA_DPO_LOCAL_UPLOAD_ROOT", raising=False)
     trigger(custom_form(**values))
     with pytest.raises(AirflowFailException, match=match):
         tasks.prepare_custom_run()
+
+
+def test_the_runner_comes_from_the_deployment_not_the_conf(trigger, tmp_path, monkeypatch):
+    import yaml
+
+    from dpo_tasks.config import default_personas_path
+
+    raw = yaml.safe_load(default_personas_path().read_text())
+    raw["defaults"].setdefault("training", {})["runner"] = "kubernetes"
+    personas = tmp_path / "personas.yaml"
+    personas.write_text(yaml.safe_dump(raw))
+    # A conf that still carries the old form field changes nothing.
+    trigger(form() | {"training_runner": "local"})
+    assert tasks.prepare_persona_run(PERSONA, str(personas))["runner"] == "kubernetes"
