@@ -210,6 +210,10 @@ class TrainingConfig(_Model):
     max_length: int = Field(512, ge=16)
     max_prompt_length: int = Field(256, ge=8)
     precompute_ref_log_probs: bool = True
+    # "4bit": QLoRA, the frozen base in bitsandbytes NF4 (CUDA only; the train stage refuses it
+    # elsewhere). Accepted here on any machine: the CPU-only Airflow worker validates the config
+    # of a run whose training happens on a GPU pod.
+    quantization: Literal["none", "4bit"] = "none"
     seed: int = 42
     kubernetes: KubernetesConfig = KubernetesConfig()
 

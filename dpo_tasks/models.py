@@ -27,7 +27,7 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-from dpo_tasks.config import EMBEDDED_MODEL
+from dpo_tasks.config import EMBEDDED_MODEL, ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -171,26 +171,82 @@ def load_tokenizer(base: str) -> Any:
     return tokenizer
 
 
-def load_policy(base: str, adapter: str | os.PathLike[str] | None = None, *, trainable: bool = False, device: str | None = None) -> tuple[Any, Any]:
+def check_quantization(quantization: str, device: str) -> None:
+    """Refuse a quantization this machine cannot run, before anything is loaded.
+
+    bitsandbytes' NF4 kernels are CUDA-only, and bitsandbytes is imported only
+    here and by transformers when a 4-bit load happens: it is in the trainer
+    image, not in the project's lock, so CPU machines never need it.
+    """
+    if quantization == "none":
+        return
+    if not device.startswith("cuda"):
+        raise ConfigError(
+            f"training.quantization={quantization!r} needs a CUDA GPU (bitsandbytes NF4), but this train stage "
+            f"runs on {device!r}; set training.quantization='none' or run it on a GPU (training.runner='kubernetes')"
+        )
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise ConfigError(
+            f"training.quantization={quantization!r} needs the bitsandbytes package, which is not installed here "
+            "(the trainer image has it; elsewhere: pip install bitsandbytes)"
+        )
+
+
+def bnb_4bit_config() -> Any:
+    """QLoRA's quantization: NF4 weights, double quantization of the constants, bf16 compute."""
+    import torch
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=torch.bfloat16,
+    )
+
+
+def load_policy(
+    base: str,
+    adapter: str | os.PathLike[str] | None = None,
+    *,
+    trainable: bool = False,
+    device: str | None = None,
+    quantization: str = "none",
+) -> tuple[Any, Any]:
     """(model, tokenizer): the base model plus an optional LoRA adapter.
 
     float32 on CPU, bfloat16 on CUDA. `trainable=True` keeps the adapter's
     weights trainable (to continue an SFT adapter); otherwise eval mode.
+    `quantization="4bit"` (CUDA only) loads the base in NF4 and prepares it for
+    k-bit training (QLoRA: norms in fp32, input gradients for checkpointing).
     """
     import torch
     from transformers import AutoModelForCausalLM
 
     device = device or default_device()
+    check_quantization(quantization, device)
     dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
     tokenizer = load_tokenizer(base)
-    model = AutoModelForCausalLM.from_pretrained(resolve_model_path(base), dtype=dtype)
+    if quantization == "4bit":
+        from peft import prepare_model_for_kbit_training
+
+        # A quantized model cannot be moved after loading: place it on the device while loading.
+        index = torch.device(device).index or 0
+        model = AutoModelForCausalLM.from_pretrained(
+            resolve_model_path(base), dtype=dtype, quantization_config=bnb_4bit_config(), device_map={"": index}
+        )
+        if trainable or adapter is None:
+            model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=True)
+    else:
+        model = AutoModelForCausalLM.from_pretrained(resolve_model_path(base), dtype=dtype)
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id
     if adapter is not None:
         from peft import PeftModel
 
         model = PeftModel.from_pretrained(model, str(adapter), is_trainable=trainable)
-    model.to(device)
+    if quantization == "none":
+        model.to(device)
     model.train(trainable)
     return model, tokenizer
 

@@ -19,8 +19,9 @@ The reference model:
 With `training.precompute_ref_log_probs` (default) the reference log-probs are
 computed once before training instead of at every step.
 
-CUDA: bf16, paged 8-bit AdamW (bitsandbytes) and gradient checkpointing.
-CPU: float32 and plain AdamW.
+CUDA: bf16, paged 8-bit AdamW (bitsandbytes) and gradient checkpointing;
+`training.quantization: 4bit` loads the frozen base in NF4 (QLoRA).
+CPU: float32 and plain AdamW; 4-bit is refused before anything is loaded.
 
 Usage:
     python -m dpo_tasks train --persona persona_e_mexican_vegan --run-dir runs/demo
@@ -128,7 +129,9 @@ def build_trainer(persona: Persona, rows: list[dict[str, str]], output_dir: str 
     tc, mc = persona.config.training, persona.config.model
     device = device or default_device()
     cuda = device.startswith("cuda")
-    model, tokenizer = load_policy(mc.base, mc.sft_adapter, trainable=mc.sft_adapter is not None, device=device)
+    model, tokenizer = load_policy(
+        mc.base, mc.sft_adapter, trainable=mc.sft_adapter is not None, device=device, quantization=tc.quantization
+    )
     # Reference log-probs (precomputed before train() switches modes) must not see dropout.
     model.eval()
     optim = "adamw_torch"
@@ -208,8 +211,10 @@ def _lora_summary(model: Any) -> dict[str, Any]:
 def run(persona: Persona, run_dir: str | Path | RunDir, *, data: str | Path | None = None, max_steps: int | None = None) -> dict[str, Any]:
     import yaml
 
-    from dpo_tasks.models import load_tokenizer, resolve_model_path
+    from dpo_tasks.models import check_quantization, default_device, load_tokenizer, resolve_model_path
 
+    # A 4-bit run on a machine without CUDA fails here, before the data or any model is loaded.
+    check_quantization(persona.config.training.quantization, default_device())
     rd = (run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)).ensure()
     data_path = Path(data) if data else rd.dpo
     if not data_path.exists():
@@ -272,6 +277,7 @@ def run(persona: Persona, run_dir: str | Path | RunDir, *, data: str | Path | No
         "runtime": {
             "device": device,
             "bf16": trainer.args.bf16,
+            "quantization": tc.quantization,
             "optim": str(trainer.args.optim.value if hasattr(trainer.args.optim, "value") else trainer.args.optim),
             "activation_checkpointing": trainer.args.activation_checkpointing,
             "max_steps": max_steps,

@@ -203,3 +203,41 @@ def test_cli_train(tiny_model_dir, tmp_path, capsys):
     assert rc == 0
     assert "train: 4 pairs (0 skipped), 1 steps" in capsys.readouterr().out
     assert (tmp_path / "run" / "train" / "adapter" / "adapter_model.safetensors").exists()
+
+
+def test_4bit_config_loads_on_a_cpu_only_machine():
+    # The Airflow worker validates the config of a run whose training happens on a GPU pod.
+    persona = with_overrides(load_persona(PERSONA), {"training": {"quantization": "4bit"}})
+    assert persona.config.training.quantization == "4bit"
+    with pytest.raises(ConfigError, match=r"training\.quantization' = '8bit' is invalid"):
+        with_overrides(load_persona(PERSONA), {"training": {"quantization": "8bit"}})
+
+
+def test_4bit_without_cuda_is_refused_before_anything_loads(tmp_path, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    # Neither the model nor the data exists: the refusal must come before either is looked at.
+    persona = with_overrides(load_persona(PERSONA), {"model": {"base": str(tmp_path / "no-model")}, "training": {"quantization": "4bit"}})
+    with pytest.raises(ConfigError, match=r"training\.quantization='4bit' needs a CUDA GPU .* runs on 'cpu'"):
+        train.run(persona, tmp_path / "run", data=tmp_path / "missing.jsonl")
+    assert not (tmp_path / "run").exists()
+
+
+def test_4bit_refusal_through_the_cli_is_one_line(tmp_path, monkeypatch, capsys):
+    import torch
+
+    from dpo_tasks.cli import main
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    rc = main(["train", "--persona", PERSONA, "--run-dir", str(tmp_path / "run"), "--set", "training.quantization=4bit"])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: training.quantization='4bit' needs a CUDA GPU") and "Traceback" not in err
+
+
+def test_load_policy_refuses_4bit_on_cpu(tmp_path):
+    from dpo_tasks.models import load_policy
+
+    with pytest.raises(ConfigError, match="needs a CUDA GPU"):
+        load_policy(str(tmp_path / "no-model"), device="cpu", quantization="4bit")
