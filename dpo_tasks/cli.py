@@ -37,6 +37,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "gate": ("dpo_tasks.gate", "win-rate gate: promote or not"),
     "publish": ("dpo_tasks.publish", "publish a version to the store and move LATEST"),
     "rollback": ("dpo_tasks.publish", "point LATEST back to an earlier version"),
+    "export": ("dpo_tasks.export", "a published version with its adapter merged into the base (plain transformers model)"),
     "run": ("dpo_tasks.pipeline", "every stage in order for one persona"),
     "sync": ("dpo_tasks.store.sync", "copy run files between a run dir and a store URI (gs:// or a path)"),
     "dvc-params": ("dpo_tasks.lineage", "write params.yaml (the DVC pipeline's parameters) from personas.yaml"),

@@ -584,6 +584,7 @@ RUN_SETTABLE: frozenset[str] = frozenset({
     "training.max_length",
     "training.max_prompt_length",
     "training.precompute_ref_log_probs",
+    "training.quantization",
     "training.seed",
     "evaluation.judge",
     "evaluation.max_new_tokens",
