@@ -54,7 +54,7 @@ def safe_relpath(
     """`value` as a relative POSIX path that cannot leave its root; `error` naming `what` otherwise."""
     problem = _problem(value, allow_slash=allow_slash, allow_dot_names=allow_dot_names)
     if problem:
-        raise error(f"{what} {value!r} {problem}; expected a relative path inside its root")
+        raise error(f"{what} {value!r} is not a safe relative path: it {problem}")
     return PurePosixPath(value).as_posix()  # type: ignore[arg-type]
 
 

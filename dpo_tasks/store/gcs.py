@@ -33,12 +33,13 @@ import logging
 import os
 import shutil
 import tempfile
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
+from dpo_tasks.paths import contained, safe_relpath
 from dpo_tasks.runs import Progress
 from dpo_tasks.store.base import Store, StoreError, VersionNotFound
-from dpo_tasks.store.manifest import MANIFEST, ManifestError, read_manifest, verify_manifest
+from dpo_tasks.store.manifest import MANIFEST, ManifestError, check_manifest, read_manifest, verify_manifest
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +47,9 @@ LATEST = "LATEST"
 # What the serving microservice loads from policies/<communityId>/LATEST/.
 COMMUNITY_PREFIX = "policies/"
 COMMUNITY_SERVED = ("adapter/", "config.yaml", "metrics.json")
+HISTORY = "HISTORY.jsonl"
+# Names inside a namespace that are the store's own, never a version or a namespace.
+RESERVED_NAMES = frozenset({LATEST, MANIFEST, HISTORY})
 
 
 def split_gs_uri(uri: str) -> tuple[str, str]:
@@ -82,17 +86,9 @@ def make_client(gcp_conn_id: str | None = None) -> Any:
 
 
 def _check_name(kind: str, value: str, *, allow_slash: bool) -> None:
-    parts = PurePosixPath(value).parts
-    if (
-        not value
-        or value.startswith("/")
-        or "\\" in value
-        or any(p in (".", "..") or p.startswith(".") for p in parts)
-        or (not allow_slash and "/" in value)
-        or value == LATEST
-        or value.endswith(f"/{LATEST}")
-    ):
-        raise StoreError(f"{kind} {value!r} is not a safe store name (no '..', no leading '/' or '.', not {LATEST!r})")
+    safe_relpath(value, what=kind, allow_slash=allow_slash, allow_dot_names=False, error=StoreError)
+    if value.split("/")[-1] in RESERVED_NAMES:
+        raise StoreError(f"{kind} {value!r} is a name the store uses for itself ({', '.join(sorted(RESERVED_NAMES))})")
 
 
 class GCSStore(Store):
@@ -132,12 +128,17 @@ class GCSStore(Store):
 
         key = f"{self._version_key(namespace, version)}/{MANIFEST}"
         try:
-            return json.loads(self.bucket.blob(key).download_as_bytes())
+            raw = self.bucket.blob(key).download_as_bytes()
         except NotFound:
             raise VersionNotFound(
                 f"version {version!r} of {namespace!r} not found in {self.uri!r} (no {MANIFEST}); "
                 f"have {self.list_versions(namespace)!r}"
             ) from None
+        try:
+            manifest = json.loads(raw)
+        except (UnicodeDecodeError, ValueError, RecursionError):
+            raise ManifestError(f"{self.uri}/{key} is not valid JSON") from None
+        return check_manifest(manifest, where=f"{self.uri}/{key}")
 
     def _pointer(self, namespace: str) -> tuple[str | None, int]:
         """LATEST's content and generation (0 when there is no LATEST, as ifGenerationMatch expects)."""
@@ -313,7 +314,7 @@ class GCSStore(Store):
         progress = Progress(f"download {namespace}/{version}", sum(e["size"] for e in manifest["files"]), unit="bytes", logger=log)
         try:
             for entry in manifest["files"]:
-                path = partial / entry["path"]
+                path = contained(partial, entry["path"], what="manifest entry", error=ManifestError)
                 path.parent.mkdir(parents=True, exist_ok=True)
                 self.bucket.blob(f"{prefix}/{entry['path']}").download_to_filename(str(path), checksum="crc32c")
                 progress.advance(entry["size"])

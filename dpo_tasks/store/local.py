@@ -19,19 +19,25 @@ import os
 import shutil
 import tempfile
 from contextlib import contextmanager
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Iterator
 
+from dpo_tasks.paths import contained, safe_relpath
 from dpo_tasks.store.base import Store, StoreError, VersionNotFound
 from dpo_tasks.store.manifest import MANIFEST, ManifestError, read_manifest, verify_manifest
 
 LATEST = "LATEST"
 
 
+HISTORY = "HISTORY.jsonl"
+# Names inside a namespace that are the store's own, never a version or a namespace.
+RESERVED_NAMES = frozenset({LATEST, MANIFEST, HISTORY})
+
+
 def _check_name(kind: str, value: str) -> None:
-    parts = PurePosixPath(value).parts
-    if not value or value.startswith("/") or any(p in ("..", ".") or p.startswith(".") for p in parts) or "\\" in value:
-        raise StoreError(f"{kind} {value!r} is not a safe relative name (no '..', no leading '/' or '.')")
+    safe_relpath(value, what=kind, allow_dot_names=False, error=StoreError)
+    if value.split("/")[-1] in RESERVED_NAMES:
+        raise StoreError(f"{kind} {value!r} is a name the store uses for itself ({', '.join(sorted(RESERVED_NAMES))})")
 
 
 def _fsync_dir(path: Path) -> None:
@@ -49,7 +55,7 @@ class LocalStore(Store):
 
     def _ns(self, namespace: str) -> Path:
         _check_name("namespace", namespace)
-        return self.root / namespace
+        return contained(self.root, namespace, what="namespace", error=StoreError)
 
     def _version_dir(self, namespace: str, version: str) -> Path:
         _check_name("version", version)

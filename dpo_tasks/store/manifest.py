@@ -6,7 +6,9 @@ truncated upload or a corrupted file never becomes the served model.
 
     {"format": 1, "files": [{"path": "adapter/adapter_config.json", "size": 812, "sha256": "..."}, ...]}
 
-Paths are relative, POSIX-style, sorted; the manifest does not list itself.
+Paths are relative, POSIX-style, sorted; the manifest does not list itself. A manifest is data
+read back from a store: every entry's path is checked to stay inside the version directory
+(`dpo_tasks.paths`) before it is read, written or downloaded to.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from dpo_tasks.paths import contained, safe_relpath
 from dpo_tasks.runs import sha256_file
 from dpo_tasks.store.base import StoreError
 
@@ -56,8 +59,26 @@ def read_manifest(root: str | os.PathLike[str]) -> dict[str, Any]:
         raise ManifestError(f"{str(path)!r} is missing: the version is incomplete") from None
     except json.JSONDecodeError as exc:
         raise ManifestError(f"{str(path)!r} is not valid JSON: {exc.msg}") from None
+    return check_manifest(manifest, where=repr(str(path)))
+
+
+def check_manifest(manifest: Any, *, where: str) -> dict[str, Any]:
+    """A manifest's shape: a `files` list of {path, size, sha256}, each path relative and inside the version."""
     if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), list):
-        raise ManifestError(f"{str(path)!r} has no 'files' list")
+        raise ManifestError(f"{where} has no 'files' list")
+    seen: set[str] = set()
+    for i, entry in enumerate(manifest["files"]):
+        if not isinstance(entry, dict):
+            raise ManifestError(f"{where}: files[{i}] must be an object with path, size and sha256")
+        rel = safe_relpath(entry.get("path"), what=f"{where}: files[{i}] path", error=ManifestError)
+        if rel == MANIFEST or rel in seen:
+            raise ManifestError(f"{where}: files[{i}] path {rel!r} is listed twice or names the manifest itself")
+        seen.add(rel)
+        size, digest = entry.get("size"), entry.get("sha256")
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+            raise ManifestError(f"{where}: files[{i}] ({rel!r}) size {size!r} must be a non-negative integer")
+        if not isinstance(digest, str) or len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+            raise ManifestError(f"{where}: files[{i}] ({rel!r}) sha256 must be 64 lowercase hex digits")
     return manifest
 
 
@@ -71,9 +92,10 @@ def verify_manifest(root: str | os.PathLike[str]) -> dict[str, Any]:
     problems = []
     listed = set()
     for entry in manifest["files"]:
-        rel = entry.get("path")
+        rel = entry["path"]
         listed.add(rel)
-        path = root / rel
+        # A symbolic link inside the version pointing out of it would let verification read elsewhere.
+        path = contained(root, rel, what="manifest entry", error=ManifestError)
         if not path.is_file():
             problems.append(f"{rel!r} is missing")
         elif path.stat().st_size != entry.get("size"):

@@ -8,6 +8,9 @@ crc32c, and a local file only appears under its final name once complete
 (temp file + rename), so a killed transfer never leaves a plausible half file.
 A file that is already there with the same size and crc32c is not copied
 again, so a retried pod resumes instead of re-sending a multi-GB adapter.
+Names read from the far side (object names, files under a source directory) are checked to stay
+inside the destination (`dpo_tasks.paths`): an object `../x` or a symbolic link out of the source
+is refused, never followed.
 
     python -m dpo_tasks sync runs/p/r gs://bucket/_staging/p/r/inputs --path dpo.jsonl
     python -m dpo_tasks sync gs://bucket/_staging/p/r/outputs runs/p/r
@@ -23,6 +26,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterable
 
+from dpo_tasks.paths import UnsafePath, contained, is_within
 from dpo_tasks.runs import Progress
 from dpo_tasks.store.gcs import crc32c_b64, make_client, split_gs_uri
 
@@ -41,7 +45,7 @@ def _files(root: Path, rel_paths: Iterable[str] | None) -> list[tuple[Path, str]
     rel_paths = list(rel_paths) if rel_paths is not None else ["."]
     out: list[tuple[Path, str]] = []
     for rel in rel_paths:
-        src = root / rel
+        src = root if rel == "." else contained(root, rel, what="path to push")
         if src.is_dir():
             out += [(p, p.relative_to(root).as_posix()) for p in sorted(src.rglob("*")) if p.is_file()]
         elif src.is_file():
@@ -128,9 +132,10 @@ def pull(uri: str, root: str | os.PathLike[str], *, client: Any = None) -> int:
         blobs = [b for b in client.list_blobs(bucket_name, prefix=f"{prefix}/" if prefix else None) if not b.name.endswith("/")]
         if not blobs:
             raise FileNotFoundError(f"nothing stored under {uri!r}")
+        # Every name is checked before the first byte is written: a bad listing changes nothing.
+        targets = [(blob, contained(root, blob.name[len(prefix) + 1:] if prefix else blob.name, what=f"object under {uri!r}")) for blob in blobs]
         progress = Progress(f"pull from {uri}", len(blobs), unit="files", logger=log)
-        for blob in blobs:
-            dest = root / (blob.name[len(prefix) + 1:] if prefix else blob.name)
+        for blob, dest in targets:
             if not (dest.is_file() and dest.stat().st_size == blob.size and crc32c_b64(dest) == blob.crc32c):
                 _download(blob, dest)
                 copied += 1
@@ -142,7 +147,10 @@ def pull(uri: str, root: str | os.PathLike[str], *, client: Any = None) -> int:
             raise FileNotFoundError(f"nothing stored under {uri!r}")
         files = [p for p in sorted(src_root.rglob("*")) if p.is_file()]
         for p in files:
-            dest = root / p.relative_to(src_root)
+            if not is_within(p, src_root):
+                raise UnsafePath(f"{str(p)!r} under {uri!r} is a link to {os.path.realpath(p)!r}, outside it; refusing to copy it")
+        for p in files:
+            dest = contained(root, p.relative_to(src_root).as_posix(), what=f"file under {uri!r}")
             if not _same_local(p, dest):
                 _copy_local(p, dest)
                 copied += 1
