@@ -15,7 +15,7 @@ AIRFLOW_DEMO_HOME ?= runs/airflow-home
 AIRFLOW_DEMO_CONF ?= $(shell $(PY) -c 'import json, sys, yaml; print(json.dumps({"overrides": {k: yaml.safe_load(v) \
 	for k, v in (a.split("=", 1) for a in sys.argv[2::2])}}))' $(DEMO_SETTINGS) 2>/dev/null)
 
-.PHONY: setup demo test bench docs clean airflow-demo airflow-pools browser
+.PHONY: setup demo test bench bench-gpu docs clean airflow-demo airflow-pools browser lint-k8s
 
 setup: $(VENV)/.installed
 
@@ -82,6 +82,40 @@ docs: setup
 
 bench: setup
 	for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+# `make lint-k8s`: the pods the model stages create (`python -m dpo_tasks pod-spec`, for the personas
+# file K8S_PERSONAS: the production profile where there is one) and the extra manifests of the Helm
+# deployment (docker/helm/manifests/), checked by kubernetes-validate --strict for each of
+# K8S_VERSIONS and by checkov's pod checks. Both run from a tool environment of their own, pinned by
+# tools/k8s-lint-requirements.txt: checkov's dependencies conflict with Airflow's pins.
+K8S_LINT_VENV ?= .tools/k8s-lint
+K8S_OUT ?= runs/k8s
+K8S_PERSONAS ?= $(firstword $(wildcard deploy/personas.production.yaml) personas.yaml)
+K8S_STAGES ?= generate train evaluate
+K8S_COMMUNITY ?= vegan-bakers
+K8S_VERSIONS ?= 1.30.0 1.33.0
+CHECKOV_CHECKS ?= CKV_K8S_20,CKV_K8S_22,CKV_K8S_23,CKV_K8S_28,CKV_K8S_30,CKV_K8S_31,CKV_K8S_37,CKV_K8S_38,CKV_K8S_40,CKV_K8S_43
+
+$(K8S_LINT_VENV)/.installed: tools/k8s-lint-requirements.txt
+	test -x $(K8S_LINT_VENV)/bin/python || $(PYTHON) -m venv $(K8S_LINT_VENV)
+	$(K8S_LINT_VENV)/bin/python -m pip install --quiet --upgrade "pip>=25"
+	$(K8S_LINT_VENV)/bin/python -m pip install --quiet --no-deps -r tools/k8s-lint-requirements.txt
+	touch $@
+
+lint-k8s: setup $(K8S_LINT_VENV)/.installed
+	rm -rf $(K8S_OUT) && mkdir -p $(K8S_OUT)
+	cp docker/helm/manifests/*.yaml $(K8S_OUT)/
+	@if $(PY) -m dpo_tasks pod-spec --help >/dev/null 2>&1; then \
+		export PERSONA_DPO_PERSONAS=$(abspath $(K8S_PERSONAS)); \
+		for s in $(K8S_STAGES); do \
+			$(PY) -m dpo_tasks pod-spec --persona $(PERSONA) --stage $$s > $(K8S_OUT)/pod-$$s.yaml || exit 1; \
+			$(PY) -m dpo_tasks pod-spec --persona $(PERSONA) --community $(K8S_COMMUNITY) --stage $$s \
+				> $(K8S_OUT)/pod-community-$$s.yaml || exit 1; \
+		done; \
+	else echo "lint-k8s: this checkout has no 'pod-spec' command yet: checking the Helm manifests only"; fi
+	ls $(K8S_OUT)
+	for v in $(K8S_VERSIONS); do $(K8S_LINT_VENV)/bin/kubernetes-validate --strict --quiet -k $$v $(K8S_OUT)/*.yaml || exit 1; done
+	$(K8S_LINT_VENV)/bin/checkov --skip-download --quiet --compact --framework kubernetes --check $(CHECKOV_CHECKS) -d $(K8S_OUT)
 
 clean:
 	rm -rf runs store site .pytest_cache

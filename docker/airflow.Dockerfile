@@ -26,6 +26,8 @@ RUN if [ "${TRAINING_STACK}" = "cpu" ]; then \
     fi
 
 COPY --chown=airflow:root pyproject.toml README.md personas.yaml /opt/persona-dpo/
+# The pools the DAGs use: the Helm hook Job imports them (docker/helm/values.yaml, migrateDatabaseJob).
+COPY --chown=airflow:root docker/helm/pools.json /opt/persona-dpo/pools.json
 COPY --chown=airflow:root dpo_tasks /opt/persona-dpo/dpo_tasks
 RUN pip install --no-cache-dir --no-deps /opt/persona-dpo
 

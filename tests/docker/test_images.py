@@ -222,22 +222,6 @@ def test_pools_file_creates_the_pools_the_dags_use():
     assert pools[POOL_A100]["include_deferred"] is True
 
 
-def test_helm_values_wire_the_package():
-    values = yaml.safe_load((DOCKER / "helm" / "values.yaml").read_text())
-    assert values["images"]["airflow"]["repository"].endswith("/airflow")
-    env = {e["name"]: e["value"] for e in values["env"]}
-    for name, value in env.items():
-        assert name.startswith("PERSONA_DPO_")
-        used = subprocess.run(["grep", "-rqF", name, str(REPO / "dpo_tasks")]).returncode == 0
-        assert used, f"helm values set {name}, which nothing in dpo_tasks reads"
-    assert env["PERSONA_DPO_STORE"].startswith("gs://") and env["PERSONA_DPO_DVC_REMOTE"].startswith("gs://")
-    mounts = {m["mountPath"] for m in values["workers"]["extraVolumeMounts"]}
-    assert any(env["PERSONA_DPO_RUNS"].startswith(m + "/") for m in mounts), "run dirs must be on the shared volume"
-    conns = {s["envName"] for s in values["secret"]}
-    assert conns == {"AIRFLOW_CONN_GROQ_DEFAULT", "AIRFLOW_CONN_FEEDBACK_DB", "AIRFLOW_CONN_GOOGLE_CLOUD_DEFAULT"}
-    assert values["postgresql"]["enabled"] is False and values["executor"] == "KubernetesExecutor"
-
-
 @pytest.mark.parametrize("dockerfile", ["airflow.Dockerfile", "trainer.Dockerfile"])
 def test_the_package_builds_from_what_the_image_copies_and_carries_its_data(dockerfile, tmp_path):
     """`pip install --no-deps /opt/persona-dpo` in the image sees only the COPYed files."""
