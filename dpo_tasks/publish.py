@@ -10,15 +10,17 @@ silently overwritten. Refuses when `gate.json` says reject unless `--force`;
 `--dry-run` uploads and verifies the version but leaves `LATEST` alone.
 Writes `publish.json` in the run dir.
 
-rollback: points `LATEST` at the version before the current one, or `--to` a
-named version.
+rollback: points `LATEST` back at the version served before the current one (from the
+namespace's promotion history, `HISTORY.jsonl`), or `--to` a named version that was served
+before; a version that was never served (a dry run, a gate-rejected or a superseded upload)
+needs `--to VERSION --force`, and the history and `Store.model_card` record that it was forced.
 
 The store comes from `--store` or `$PERSONA_DPO_STORE` (default `./store`); a
 path is the local store, `gs://bucket/prefix` is GCS.
 
 Usage:
     python -m dpo_tasks publish --persona persona_e_mexican_vegan --run-dir runs/demo [--dry-run] [--force]
-    python -m dpo_tasks rollback --persona persona_e_mexican_vegan [--to v20261122T031500.123456Z-1a2b3c4d]
+    python -m dpo_tasks rollback --persona persona_e_mexican_vegan [--to v20261122T031500.123456Z-1a2b3c4d [--force]]
 """
 
 from __future__ import annotations
@@ -130,6 +132,7 @@ def run(
     run_id: str | None = None,
 ) -> dict[str, Any]:
     from dpo_tasks.store import open_store
+    from dpo_tasks.store.base import move_latest
     from dpo_tasks.store.manifest import build_manifest
 
     rd = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
@@ -159,7 +162,8 @@ def run(
     if dry_run:
         log.info("dry run: version %s uploaded and verified; LATEST stays at %r", version, previous)
     else:
-        store.promote(namespace, version, expected_current=previous)
+        move_latest(store, namespace, version, expected_current=previous, action="publish", forced=forced,
+                    reason=f"published despite the gate: {gate.get('reason') if gate else 'no gate decision'}" if forced else None)
         log.info("LATEST of %s: %r -> %r", namespace, previous, version)
     result = {
         "published": True,
@@ -191,7 +195,8 @@ def make_parser(command: str = "publish") -> argparse.ArgumentParser:
         parser.add_argument("--dry-run", action="store_true", help="upload and verify the version but do not move LATEST")
         parser.add_argument("--run-id", default=None, help="recorded in the model card (default: the run dir's name)")
     else:
-        parser.add_argument("--to", default=None, metavar="VERSION", help="version to point LATEST at (default: the one before the current)")
+        parser.add_argument("--to", default=None, metavar="VERSION", help="a version served before (default: the one served before the current)")
+        parser.add_argument("--force", action="store_true", help="with --to: serve a version that was never served (recorded in the history)")
     return parser
 
 
@@ -204,9 +209,14 @@ def main(args: argparse.Namespace) -> int:
         if args.command == "rollback":
             store = open_store(args.store)
             namespace = args.namespace or persona.id
+            if args.force and not args.to:
+                raise PublishRefused("rollback --force needs --to VERSION: forcing applies to a named version only")
             before = store.latest(namespace)
-            to = store.rollback(namespace, args.to)
+            to = store.rollback(namespace, args.to, force=args.force)
             print(f"rollback: LATEST of {namespace} in {store.uri}: {before} -> {to}")
+            note = store.model_card(namespace, to)["serving"].get("note")
+            if note:
+                print(f"rollback: {to}: {note}", file=sys.stderr)
             return 0
         result = run(
             persona, args.run_dir, store_uri=args.store, namespace=args.namespace,

@@ -4,6 +4,8 @@
     <prefix>/<namespace>/<version>/MANIFEST.json    uploaded last, only after every file
                                                     verified: its presence marks the version complete
     <prefix>/<namespace>/LATEST                     the promoted version's name
+    <prefix>/<namespace>/HISTORY.jsonl              every move of LATEST, appended after the LATEST
+                                                    write wins (a generation-guarded read-modify-write)
     <prefix>/policies/<communityId>/LATEST/         adapter/, config.yaml, metrics.json of the
                                                     promoted version, where the serving
                                                     microservice reads a community's policy
@@ -38,7 +40,7 @@ from typing import Any
 
 from dpo_tasks.paths import contained, safe_relpath
 from dpo_tasks.runs import Progress
-from dpo_tasks.store.base import Store, StoreError, VersionNotFound
+from dpo_tasks.store.base import HISTORY, Store, StoreError, VersionNotFound, history_record, parse_history
 from dpo_tasks.store.manifest import MANIFEST, ManifestError, check_manifest, read_manifest, verify_manifest
 
 log = logging.getLogger(__name__)
@@ -47,7 +49,6 @@ LATEST = "LATEST"
 # What the serving microservice loads from policies/<communityId>/LATEST/.
 COMMUNITY_PREFIX = "policies/"
 COMMUNITY_SERVED = ("adapter/", "config.yaml", "metrics.json")
-HISTORY = "HISTORY.jsonl"
 # Names inside a namespace that are the store's own, never a version or a namespace.
 RESERVED_NAMES = frozenset({LATEST, MANIFEST, HISTORY})
 
@@ -241,7 +242,7 @@ class GCSStore(Store):
         if problems:
             raise ManifestError(f"upload of {self.uri}/{namespace}/{version} did not verify; LATEST not touched: " + "; ".join(problems))
 
-    def promote(self, namespace: str, version: str, *, expected_current: str | None = ...) -> None:  # type: ignore[assignment]
+    def promote(self, namespace: str, version: str, *, expected_current: str | None = ..., record: dict[str, Any] | None = None) -> None:  # type: ignore[assignment]
         from google.api_core.exceptions import PreconditionFailed
 
         self.verify(namespace, version)
@@ -260,6 +261,8 @@ class GCSStore(Store):
             if self.latest(namespace) == version:
                 # A retried request whose first attempt landed, or a writer that wanted the same version.
                 log.info("LATEST of %s already points at %r", namespace, version)
+                if not any(r.get("version") == version for r in self.history(namespace)[-1:]):
+                    self._append_history(namespace, history_record(version, current, record))
                 if namespace.startswith(COMMUNITY_PREFIX):
                     self._mirror_served(namespace, version)
                 return
@@ -268,8 +271,50 @@ class GCSStore(Store):
                 "is no longer current): another publish or rollback won; re-read and retry"
             ) from None
         log.info("LATEST of %s: %r -> %r", namespace, current, version)
+        # After the LATEST write: only the winner of a race records a move (a crash in between
+        # loses the record, and `served` then trusts LATEST).
+        self._append_history(namespace, history_record(version, current, record))
         if namespace.startswith(COMMUNITY_PREFIX):
             self._mirror_served(namespace, version)
+
+    def _append_history(self, namespace: str, rec: dict[str, Any]) -> None:
+        from google.api_core.exceptions import NotFound, PreconditionFailed
+
+        key = f"{self._ns_key(namespace)}/{HISTORY}"
+        for _ in range(10):
+            blob = self.bucket.get_blob(key)
+            generation = int(blob.generation) if blob is not None else 0
+            try:
+                text = blob.download_as_text(if_generation_match=generation) if blob is not None else ""
+                if text and not text.endswith("\n"):
+                    text += "\n"
+                self.bucket.blob(key).upload_from_string(
+                    text + json.dumps(rec) + "\n", content_type="application/x-ndjson", if_generation_match=generation,
+                )
+                return
+            except (NotFound, PreconditionFailed):
+                continue  # another writer appended in between: read again
+        raise StoreError(f"could not record the promotion of {rec['version']!r} in {self.uri}/{key}: it keeps changing")
+
+    def history(self, namespace: str) -> list[dict[str, Any]]:
+        from google.api_core.exceptions import NotFound
+
+        key = f"{self._ns_key(namespace)}/{HISTORY}"
+        try:
+            data = self.bucket.blob(key).download_as_bytes()
+        except NotFound:
+            return []
+        return parse_history(data.decode("utf-8", "replace"), f"{self.uri}/{key}")
+
+    def read_file(self, namespace: str, version: str, rel: str) -> bytes:
+        from google.api_core.exceptions import NotFound
+
+        self._remote_manifest(namespace, version)  # VersionNotFound for an incomplete or missing version
+        rel = safe_relpath(rel, what="file of a version", error=StoreError)
+        try:
+            return self.bucket.blob(f"{self._version_key(namespace, version)}/{rel}").download_as_bytes()
+        except NotFound:
+            raise StoreError(f"{namespace}/{version} has no file {rel!r}") from None
 
     def _mirror_served(self, namespace: str, version: str) -> None:
         """Copy the served files of `version` to `<namespace>/LATEST/` (server-side) and drop stale ones."""

@@ -2,6 +2,7 @@
 
     <root>/<namespace>/<version>/   a complete, verified version (has MANIFEST.json)
     <root>/<namespace>/LATEST       the promoted version's name
+    <root>/<namespace>/HISTORY.jsonl every move of LATEST (appended, fsynced, before LATEST moves)
     <root>/<namespace>/.lock        serialises promotes (flock)
     <root>/<namespace>/.incoming-*  a version being copied in; never listed, never promoted
 
@@ -20,16 +21,16 @@ import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+import json
+from typing import Any, Iterator
 
 from dpo_tasks.paths import contained, safe_relpath
-from dpo_tasks.store.base import Store, StoreError, VersionNotFound
+from dpo_tasks.store.base import HISTORY, Store, StoreError, VersionNotFound, history_record, parse_history
 from dpo_tasks.store.manifest import MANIFEST, ManifestError, read_manifest, verify_manifest
 
 LATEST = "LATEST"
 
 
-HISTORY = "HISTORY.jsonl"
 # Names inside a namespace that are the store's own, never a version or a namespace.
 RESERVED_NAMES = frozenset({LATEST, MANIFEST, HISTORY})
 
@@ -111,7 +112,7 @@ class LocalStore(Store):
             raise VersionNotFound(f"version {version!r} of {namespace!r} not found in {self.uri!r}")
         return verify_manifest(target)
 
-    def promote(self, namespace: str, version: str, *, expected_current: str | None = ...) -> None:  # type: ignore[assignment]
+    def promote(self, namespace: str, version: str, *, expected_current: str | None = ..., record: dict[str, Any] | None = None) -> None:  # type: ignore[assignment]
         with self._lock(namespace):
             self.verify(namespace, version)
             current = self.latest(namespace)
@@ -121,6 +122,12 @@ class LocalStore(Store):
                     "another publish or rollback moved it first; re-read and retry"
                 )
             ns = self._ns(namespace)
+            # Recorded first, under the lock: a LATEST that moved is always in the history (a crash
+            # in between leaves a record of a move that did not happen; `served` trusts LATEST over it).
+            with open(ns / HISTORY, "a", encoding="utf-8") as fh:
+                fh.write(json.dumps(history_record(version, current, record)) + "\n")
+                fh.flush()
+                os.fsync(fh.fileno())
             fd, tmp = tempfile.mkstemp(dir=ns, prefix=".LATEST.", suffix=".tmp")
             try:
                 with os.fdopen(fd, "w") as fh:
@@ -133,12 +140,34 @@ class LocalStore(Store):
                 raise
             _fsync_dir(ns)
 
+    def history(self, namespace: str) -> list[dict[str, Any]]:
+        path = self._ns(namespace) / HISTORY
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            return []
+        except IsADirectoryError:
+            raise StoreError(f"{str(path)!r} is a directory, not the promotion history") from None
+        return parse_history(data.decode("utf-8", "replace"), str(path))
+
+    def read_file(self, namespace: str, version: str, rel: str) -> bytes:
+        src = self._version_dir(namespace, version)
+        if not (src / MANIFEST).is_file():
+            raise VersionNotFound(f"version {version!r} of {namespace!r} not found in {self.uri!r}")
+        path = contained(src, rel, what="file of a version", error=StoreError)
+        try:
+            return path.read_bytes()
+        except (FileNotFoundError, IsADirectoryError):
+            raise StoreError(f"{namespace}/{version} has no file {rel!r}") from None
+
     def latest(self, namespace: str) -> str | None:
         path = self._ns(namespace) / LATEST
         try:
-            value = path.read_text().strip()
+            value = path.read_bytes().decode("utf-8", "replace").strip()
         except FileNotFoundError:
             return None
+        except IsADirectoryError:
+            raise StoreError(f"{str(path)!r} is a directory, not a LATEST pointer; remove it and promote a version") from None
         return value or None
 
     def list_versions(self, namespace: str) -> list[str]:
