@@ -37,6 +37,7 @@ from functools import lru_cache
 
 from dpo_tasks.config import Persona
 from dpo_tasks.judges.base import Judge, OrderedVerdict, Scores
+from dpo_tasks.judges.recipe import looks_cut_off, recipe_shape, request_constraints
 
 VIOLATION_CAP = 3.0
 # A looping, degenerate answer keeps the diet only by saying nothing; capped
@@ -45,6 +46,14 @@ DEGENERATE_CAP = 2.0
 DEGENERATE_REPETITION = 0.5
 WEIGHTS = {"constraint_compliance": 0.35, "persona_alignment": 0.25, "preferred_ingredients": 0.2, "structure": 0.2}
 PREFERRED_SCALE = (0.0, 4.0, 6.5, 8.5, 10.0)  # by number of distinct preferred ingredients used
+# Overall is multiplied by these when the answer lacks an ingredient list or steps (both: NO_RECIPE).
+PARTIAL_RECIPE = 0.7
+NO_RECIPE = 0.4
+# An answer that stops mid-sentence is missing its end: the step that finishes the dish.
+CUT_OFF = 0.8
+# Repeated word trigrams above REPETITION_FREE cost REPETITION_PENALTY times the excess (at most half).
+REPETITION_FREE = 0.1
+REPETITION_PENALTY = 1.5
 
 # A negator opens a scope over the next few words ("no meat, dairy or eggs");
 # the scope ends at sentence punctuation or at a word that starts a new clause
@@ -117,6 +126,7 @@ class _Rules:
     preferred: tuple[tuple[str, re.Pattern[str]], ...]
     cuisine: re.Pattern[str]
     style: tuple[re.Pattern[str], ...]
+    style_names: tuple[str, ...]
 
 
 @lru_cache(maxsize=64)
@@ -149,6 +159,7 @@ def _compile(
         preferred=tuple((p, re.compile(rf"\b{_term_pattern(p)}\b")) for p in preferred),
         cuisine=re.compile(r"\b(?:" + "|".join(re.escape(c.lower()) for c in cuisines) + r")\b"),
         style=tuple(re.compile(rf"\b{_term_pattern(s)}\b") for s in style),
+        style_names=style,
     )
 
 
@@ -233,15 +244,32 @@ def violations(persona: Persona, text: str) -> list[tuple[str, str]]:
         return []
     text = _normalise(text)
     # Spans found on the same text, so masking one kind cannot hide another.
-    spans = [m.span() for m in rules.substitute.finditer(text)] + _negated_spans(text)
-    if rules.allowed is not None:
-        spans += [m.span() for m in rules.allowed.finditer(text)]
+    safe = [m for m in rules.substitute.finditer(text)] + ([m for m in rules.allowed.finditer(text)] if rules.allowed else [])
+    spans = [m.span() for m in safe] + _negated_spans(text)
     masked = _blank(text, spans)
     found: dict[str, str] = {}
     for m in rules.forbidden.finditer(masked):
         term = rules.term_category[m.lastgroup]
+        if _refers_back(text, m, safe):
+            continue
         found.setdefault(term, terms[term])
     return list(found.items())
+
+
+# "the pasta", "the hot pasta": a definite article and at most two words before the term.
+_DEFINITE = re.compile(r"\bthe(?:\s+[a-z'-]+){0,2}\s+$")
+
+
+def _refers_back(text: str, match: re.Match[str], safe: list[re.Match[str]]) -> bool:
+    """"Cook the gluten-free pasta ... toss with the hot pasta": the second pasta is the first one.
+
+    Only a mention with "the" after an earlier safe phrase ending in the same word refers back;
+    "serve with steamed rice" after "cauliflower rice" is new rice.
+    """
+    word = match.group().split()[-1].rstrip("s")
+    if not _DEFINITE.search(text[max(0, match.start() - 40):match.start()]):
+        return False
+    return any(m.end() <= match.start() and m.group().split()[-1].rstrip("s") == word for m in safe)
 
 
 @lru_cache(maxsize=256)
@@ -319,25 +347,50 @@ class RuleJudge(Judge):
 
     violations = staticmethod(violations)
 
+    def broken(self, persona: Persona, prompt: str, response: str) -> list[tuple[str, str]]:
+        """What the response uses against the persona's lists and against its request, as (term, why)."""
+        found = violations(persona, response)
+        ruled_out = request_constraints(prompt or "").ruled_out
+        if ruled_out:
+            seen = {t for t, _ in found}
+            found += [(t, "the request") for t in mentions(response, ruled_out, persona.allowed) if t not in seen]
+        return found
+
     def score(self, persona: Persona, prompt: str, response: str) -> Scores:
         if not response or not response.strip():
             return Scores(0.0, 0.0, 0.0, 0.0, 0.0)
         rules, _ = _rules_for(persona)
+        request = request_constraints(prompt or "")
         text = _normalise(response)
-        broken = violations(persona, response)
+        broken = self.broken(persona, prompt, response)
         compliance = 10.0 if not broken else max(0.0, 4.0 - 1.5 * (len(broken) - 1))
-        preferred_used = _count(tuple(p for _, p in rules.preferred), text)
+        # Keywords count only where the answer uses them: "no kimchi" earns no kimchi, and what
+        # the request ruled out ("mild": spicy, gochujang) earns nothing even when it is the persona's taste.
+        affirmed = _blank(text, _negated_spans(text))
+        ruled_out = {t.lower() for t in request.ruled_out}
+        preferred_used = _count(tuple(p for name, p in rules.preferred if name not in ruled_out), affirmed)
         preferred = PREFERRED_SCALE[min(preferred_used, len(PREFERRED_SCALE) - 1)]
-        style_used = _count(rules.style, text)
-        alignment = (3.0 if rules.cuisine.search(text) else 0.0) + min(4.0, 1.5 * style_used) + min(3.0, float(preferred_used))
+        style_used = _count(tuple(p for name, p in zip(rules.style_names, rules.style) if name not in ruled_out), affirmed)
+        alignment = (3.0 if rules.cuisine.search(affirmed) else 0.0) + min(4.0, 1.5 * style_used) + min(3.0, float(preferred_used))
         structure = _structure(response)
         parts = {"constraint_compliance": compliance, "persona_alignment": alignment,
                  "preferred_ingredients": preferred, "structure": structure}
         overall = sum(WEIGHTS[k] * v for k, v in parts.items())
+        # Keywords are no recipe: without an ingredient list and steps the answer cannot be cooked from,
+        # however on-persona its words are.
+        repeated = repetition(response)
+        if repeated > DEGENERATE_REPETITION:
+            # Already at the bottom; kept at the cap so two bad answers stay under the labeling margin.
+            overall = min(overall, DEGENERATE_CAP)
+        else:
+            shape = recipe_shape(response)
+            has_list, has_steps = shape.ingredients >= 2, shape.steps >= 2
+            overall *= 1.0 if has_list and has_steps else PARTIAL_RECIPE if has_list or has_steps else NO_RECIPE
+            if looks_cut_off(response):
+                overall *= CUT_OFF
+            overall *= 1 - min(0.5, REPETITION_PENALTY * max(0.0, repeated - REPETITION_FREE))
         if broken:
             overall = min(overall, VIOLATION_CAP)
-        if repetition(response) > DEGENERATE_REPETITION:
-            overall = min(overall, DEGENERATE_CAP)
         return Scores(
             persona_alignment=round(alignment, 2),
             constraint_compliance=round(compliance, 2),
@@ -356,13 +409,13 @@ class RuleJudge(Judge):
         confidence = "high" if abs(gap) >= 3 else "medium" if abs(gap) >= 1 else "low"
         return OrderedVerdict(
             preferred=preferred, scores_first=s1, scores_second=s2, confidence=confidence,
-            reason=f"overall {s1.overall:.2f} vs {s2.overall:.2f}; {self._why(persona, first, second)}",
+            reason=f"overall {s1.overall:.2f} vs {s2.overall:.2f}; {self._why(persona, prompt, first, second)}",
         )
 
-    def _why(self, persona: Persona, first: str, second: str) -> str:
+    def _why(self, persona: Persona, prompt: str, first: str, second: str) -> str:
         notes = []
         for label, text in (("first", first), ("second", second)):
-            broken = violations(persona, text)
+            broken = self.broken(persona, prompt, text)
             if broken:
                 notes.append(f"{label} uses {', '.join(f'{t} ({c})' for t, c in broken)}")
         return "; ".join(notes) or "no forbidden ingredients"

@@ -200,3 +200,51 @@ def test_a_degenerate_loop_is_capped_below_a_violation():
     assert judge.score(VEGAN, "", MINIMAL).overall - loop.overall > 3
     # Two bad answers: the margin stays under the default labeling margin of 1.
     assert abs(broken.overall - loop.overall) <= 1
+
+
+@pytest.mark.parametrize(
+    ("persona", "text", "expected"),
+    [
+        pytest.param(INDIAN, "No-fuss chicken tacos for a weeknight.", [("chicken", "chicken")], id="no-fuss-is-not-a-negation"),
+        pytest.param(ITALIAN, "No-bake spaghetti salad.", [("spaghetti", "pasta")], id="no-bake-is-not-a-negation"),
+        pytest.param(KETO, "Serve over cauliflower rice, not rice.", [], id="x-not-y-contrast"),
+        pytest.param(KETO, "Not rice but cauliflower rice.", [], id="not-x-at-the-start"),
+        pytest.param(VEGAN, "Not only chicken but beans too.", [("chicken", "meat")], id="not-only-is-not-a-negation"),
+        pytest.param(JAPANESE, "Use not too much salt.", [("salt", "salt")], id="not-too-much-is-an-amount"),
+        pytest.param(ITALIAN, "Cook the gluten-free pasta, then toss the hot pasta with basil.", [], id="the-pasta-refers-back"),
+        pytest.param(KETO, "Make cauliflower rice and serve with steamed rice.", [("rice", "rice")], id="new-rice-is-rice"),
+        pytest.param(VEGAN, "No cheese and not too much cream.", [("cream", "dairy")], id="a-new-negator-ends-the-scope"),
+    ],
+)
+def test_negation_reading(persona, text, expected):
+    assert violations(persona, text) == expected
+
+
+@pytest.mark.parametrize(
+    ("prompt", "exclude", "mild"),
+    [
+        pytest.param("Write a mild, kid-friendly bulgogi recipe without gochujang or any heat.", ["gochujang"], True, id="mild-without"),
+        pytest.param("Use tofu instead of pork in mapo tofu.", ["pork"], False, id="instead-of-ends-at-in"),
+        pytest.param("I don't eat mushrooms or onions.", ["mushrooms", "onions"], False, id="dont-eat"),
+        pytest.param("My son is allergic to peanuts; pad thai please.", ["peanuts"], False, id="allergic-to"),
+        pytest.param("Kimchi jjigae, not too spicy, without pork belly.", ["pork belly"], True, id="not-too-spicy"),
+        pytest.param("No-fuss chicken tacos.", [], False, id="no-fuss-rules-out-nothing"),
+        pytest.param("A dairy-free korma with no fish sauce.", ["fish sauce", "dairy", "milk", "butter", "cream"], False, id="x-free-category"),
+        pytest.param("Fiery kimchi stew with pork belly.", [], False, id="nothing-ruled-out"),
+    ],
+)
+def test_what_a_request_rules_out(prompt, exclude, mild):
+    from dpo_tasks.judges.recipe import request_constraints
+
+    got = request_constraints(prompt)
+    assert got.mild is mild
+    assert got.exclude[: len(exclude)] == tuple(exclude) and (exclude or not got.exclude)
+
+
+def test_the_request_counts_against_an_answer_that_ignores_it():
+    prompt = "Write a mild, kid-friendly bulgogi recipe without gochujang or any heat."
+    judge = RuleJudge()
+    fiery = TACOS.replace("chipotle in adobo", "tbsp gochujang")
+    assert ("gochujang", "the request") in judge.broken(KOREAN, prompt, fiery)
+    assert judge.score(KOREAN, prompt, fiery).overall <= 3.0
+    assert judge.score(KOREAN, "Tacos, please.", fiery).constraint_compliance == 10.0
