@@ -592,6 +592,9 @@ RUN_SETTABLE: frozenset[str] = frozenset({
     "evaluation.seed",
     "evaluation.gemini.max_output_tokens",
     "gate.min_win_rate_lower_bound",
+    "gate.min_judged_fraction",
+    "gate.min_judged",
+    # Not gate.allow_same_judge: letting the labeler grade its own pupil is the deployment's call.
 })
 
 
