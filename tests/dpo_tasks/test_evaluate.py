@@ -13,7 +13,8 @@ STABLE_KEYS = {
     "judge", "n", "wins", "losses", "ties", "failed", "win_rate", "ci_low", "ci_high", "per_category",
     "criteria_means", "confidence", "baseline", "candidate", "disagreements", "sampling", "created", "report",
 }
-CATEGORY_SIZES = {"basic_alignment": 8, "constraint_stress": 6, "edge_case": 4, "cross_persona": 2}
+CATEGORY_SIZES = {"basic_alignment": 24, "constraint_stress": 18, "edge_case": 12, "cross_persona": 6}
+N_CASES = sum(CATEGORY_SIZES.values())
 
 
 def evaluate_cases():
@@ -55,20 +56,20 @@ def test_evaluate_writes_every_output_with_stable_keys(persona, run_dir):
     summary = evaluate.run(persona, run_dir)
     on_disk = json.loads((run_dir.eval / "summary_stats.json").read_text())
     assert STABLE_KEYS <= set(on_disk)
-    assert on_disk["judge"] == on_disk["eval_judge"] == "checklist" and on_disk["n"] == 20 and on_disk["failed"] == 0
+    assert on_disk["judge"] == on_disk["eval_judge"] == "checklist" and on_disk["n"] == N_CASES and on_disk["failed"] == 0
     assert on_disk["label_judge"] == "rules" and on_disk["same_judge"] is False
     assert set(on_disk["usable_rate"]) == {"candidate", "baseline"}
     assert on_disk["second_opinion"]["judge"] == "rules" and 0 <= on_disk["second_opinion"]["agreement"] <= 1
     assert on_disk["checklists_written"] == sum("checklist" in c for c in evaluate_cases()) and on_disk["judged_fraction"] == 1.0
-    assert on_disk["wins"] + on_disk["losses"] + on_disk["ties"] == 20
-    assert on_disk["win_rate"] == pytest.approx((on_disk["wins"] + 0.5 * on_disk["ties"]) / 20)
+    assert on_disk["wins"] + on_disk["losses"] + on_disk["ties"] == N_CASES
+    assert on_disk["win_rate"] == pytest.approx((on_disk["wins"] + 0.5 * on_disk["ties"]) / N_CASES)
     assert on_disk["ci_low"] <= on_disk["win_rate"] <= on_disk["ci_high"]
     assert {k: v["n"] for k, v in on_disk["per_category"].items()} == CATEGORY_SIZES
     assert set(on_disk["criteria_means"]["candidate"]) == {"persona_alignment", "constraint_compliance", "preferred_ingredients", "structure", "overall"}
     assert on_disk["baseline"]["kind"] == "base" and on_disk["candidate"]["adapter"] == str(run_dir.adapter)
     assert summary["win_rate"] == on_disk["win_rate"]
     details = json.loads((run_dir.eval / "detailed_results.json").read_text())
-    assert len(details) == 20
+    assert len(details) == N_CASES
     assert all(d["candidate_response"] is not None and d["scores_candidate"] and d["scores_baseline"] for d in details)
     assert all(d["checks_candidate"]["total"] >= 6 and d["second_opinion_outcome"] in ("win", "loss", "tie") for d in details)
     assert {d["outcome"] for d in details} <= {"win", "loss", "tie"}
@@ -76,7 +77,7 @@ def test_evaluate_writes_every_output_with_stable_keys(persona, run_dir):
     assert "<svg" in html and details[0]["id"] in html
     assert "evaluation judge <b>checklist</b>" in html and "labeling judge <b>rules</b>" in html and "usable answers" in html
     assert "is the labeling judge" not in html
-    assert len(read_jsonl(run_dir.eval / "responses.jsonl")) == 40
+    assert len(read_jsonl(run_dir.eval / "responses.jsonl")) == 2 * N_CASES
 
 
 class AlwaysFirst(Judge):
@@ -106,8 +107,8 @@ class PrefersTexts(Judge):
 
 def test_a_judge_that_flips_with_order_gives_only_ties(persona, run_dir):
     summary = evaluate.run(persona, run_dir, judge=AlwaysFirst())
-    assert (summary["wins"], summary["losses"], summary["ties"]) == (0, 0, 20)
-    assert summary["disagreements"] == 20 and summary["win_rate"] == 0.5
+    assert (summary["wins"], summary["losses"], summary["ties"]) == (0, 0, N_CASES)
+    assert summary["disagreements"] == N_CASES and summary["win_rate"] == 0.5
     assert summary["judge"] == "always-first"
 
 
@@ -117,7 +118,7 @@ def test_wins_count_only_when_both_orders_agree(persona, run_dir):
     differ = sum(d["candidate_response"] != d["baseline_response"] for d in details)
     assert differ > 0, "the random adapter should change some answers"
     summary = evaluate.run(persona, run_dir, judge=PrefersTexts(d["candidate_response"] for d in details))
-    assert summary["wins"] == differ and summary["losses"] == 0 and summary["ties"] == 20 - differ
+    assert summary["wins"] == differ and summary["losses"] == 0 and summary["ties"] == N_CASES - differ
     assert summary["criteria_means"]["candidate"]["overall"] > summary["criteria_means"]["baseline"]["overall"]
 
 
@@ -139,7 +140,7 @@ def test_rerun_reuses_answers_until_the_adapter_changes(persona, run_dir, tiny_m
     make_adapter(tiny_model_dir, run_dir.adapter, seed=2)
     evaluate.run(persona, run_dir)
     roles = [r["role"] for r in read_jsonl(run_dir.eval / "responses.jsonl")]
-    assert roles.count("candidate") == 40 and roles.count("baseline") == 20
+    assert roles.count("candidate") == 2 * N_CASES and roles.count("baseline") == N_CASES
 
 
 def test_baseline_latest_falls_back_to_base_when_nothing_is_published(persona, run_dir, tmp_path):

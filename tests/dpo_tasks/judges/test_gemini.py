@@ -11,6 +11,7 @@ from dpo_tasks.config import ConfigError, GeminiConfig, load_persona, with_overr
 from dpo_tasks.judges import make_judge
 from dpo_tasks.judges.base import CRITERIA, PairItem
 from dpo_tasks.judges.gemini import GeminiJudge
+from dpo_tasks.prompts import load_eval_cases
 from fake_servers import FakeLLMServer, Reply, default_judge, verdict_json
 
 PERSONA = load_persona("persona_b_indian_veg")
@@ -159,11 +160,12 @@ def test_evaluate_stage_with_gemini_keeps_the_summary_keys(gemini_server, tmp_pa
     base = {"model": {"base": str(tiny_model_dir)}, "generation": {"batch_size": 10}}
     gemini = with_overrides(PERSONA, {**base, "evaluation": {"judge": "gemini", "max_new_tokens": 8, "gemini": fast_config().model_dump()}})
 
+    n = len(load_eval_cases(PERSONA.id))
     summary = evaluate.run(gemini, rd)
-    assert summary["judge"] == "gemini" and summary["n"] == 20 and summary["failed"] == 0
-    assert len(srv.requests) == 40 and srv.token_requests  # both orders per case, token from the ADC key's exchange
-    assert set(summary["criteria_means"]["candidate"]) == set(CRITERIA) and sum(summary["confidence"].values()) == 20
-    assert summary["judge_accounting"]["calls_made"] == 40
+    assert summary["judge"] == "gemini" and summary["n"] == n and summary["failed"] == 0
+    assert len(srv.requests) == 2 * n and srv.token_requests  # both orders per case, token from the ADC key's exchange
+    assert set(summary["criteria_means"]["candidate"]) == set(CRITERIA) and sum(summary["confidence"].values()) == n
+    assert summary["judge_accounting"]["calls_made"] == 2 * n
     html = (rd.eval / "evaluation_report.html").read_text()
     assert "gemini" in html
 

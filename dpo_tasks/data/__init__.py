@@ -1,0 +1,1 @@
+"""Shipped prompt data (JSONL) and the script that builds it (`build.py`)."""
