@@ -27,10 +27,12 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 from pathlib import Path
 from typing import Any
 
 from dpo_tasks.config import ConfigError, GateConfig, Persona
+from dpo_tasks.loaders import InputFileError, brief
 from dpo_tasks.runs import RunDir, read_json, write_json
 
 log = logging.getLogger(__name__)
@@ -45,9 +47,20 @@ def decide(stats: dict[str, Any], gate: GateConfig, *, label_judge: str | None =
 
     `label_judge`: the judge that labeled the pairs, when the summary does not say (older summaries).
     """
+    if not isinstance(stats, dict):
+        raise ConfigError(f"evaluation summary must be a JSON object, got {type(stats).__name__} {brief(stats)}")
     for key in ("n", "win_rate", "ci_low", "ci_high"):
         if key not in stats:
-            raise ConfigError(f"evaluation summary has no {key!r}; keys: {sorted(stats)!r}")
+            raise ConfigError(f"evaluation summary has no {key!r}; keys: {brief(sorted(map(str, stats)))}")
+        value = stats[key]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ConfigError(f"evaluation summary field {key!r} = {brief(value)} is not a finite number")
+        if key != "n" and not 0 <= value <= 1:
+            raise ConfigError(f"evaluation summary field {key!r} = {brief(value)} is outside [0, 1]")
+    for key in ("n", "failed"):
+        value = stats.get(key) or 0
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 or value != int(value):
+            raise ConfigError(f"evaluation summary field {key!r} = {brief(value)} is not a count")
     threshold = gate.min_win_rate_lower_bound
     n, ci_low = int(stats["n"]), float(stats["ci_low"])
     failed = int(stats.get("failed") or 0)
@@ -99,6 +112,20 @@ def decide(stats: dict[str, Any], gate: GateConfig, *, label_judge: str | None =
         "allow_same_judge": gate.allow_same_judge,
         "baseline": stats.get("baseline"),
     }
+
+
+def read_gate(path: Path) -> dict[str, Any] | None:
+    """The gate's decision file (None when the gate has not run); InputFileError when it is damaged.
+
+    Publishing trusts this file to say "promote": anything but the shape `run` writes is refused.
+    """
+    if not path.exists():
+        return None
+    gate = read_json(path)
+    if not isinstance(gate, dict) or gate.get("decision") not in ("promote", "reject"):
+        raise InputFileError(path, f"not a gate decision (expected an object with 'decision': promote or reject), "
+                                   f"got {brief(gate)}; rerun the gate stage")
+    return gate
 
 
 def run(persona: Persona, run_dir: str | Path | RunDir) -> dict[str, Any]:

@@ -149,7 +149,7 @@ def parse_json(text: str, *, max_depth: int = MAX_DEPTH) -> Any:
     try:
         obj = json.loads(text, parse_constant=_refuse_constant)
     except json.JSONDecodeError as exc:
-        raise JSONProblem(f"not valid JSON: {exc.msg} (column {exc.colno})", exc.lineno) from None
+        raise JSONProblem(f"not valid JSON: {exc.msg}", exc.lineno) from None
     except RecursionError:
         raise JSONProblem(f"not usable JSON: nested deeper than {max_depth} levels") from None
     except ValueError as exc:

@@ -40,6 +40,7 @@ from typing import Any
 import yaml
 
 from dpo_tasks.config import ConfigError, Persona
+from dpo_tasks.gate import read_gate
 from dpo_tasks.runs import RunDir, read_json, read_jsonl, sha256_file, write_json
 
 log = logging.getLogger(__name__)
@@ -68,7 +69,7 @@ def model_card(persona: Persona, rd: RunDir, *, run_id: str, created: datetime, 
     cfg = persona.config
     hashes, by_source = _data_lineage(rd)
     evals = read_json(rd.eval / "summary_stats.json") if (rd.eval / "summary_stats.json").exists() else {}
-    gate = read_json(rd.gate) if rd.gate.exists() else {}
+    gate = read_gate(rd.gate) or {}
     return {
         "persona": persona.id,
         "persona_name": persona.name,
@@ -138,7 +139,7 @@ def run(
     rd = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
     namespace = namespace or persona.id
     run_id = run_id or rd.root.resolve().name
-    gate = read_json(rd.gate) if rd.gate.exists() else None
+    gate = read_gate(rd.gate)
     if gate is None and not force:
         raise PublishRefused(f"no gate decision at {str(rd.gate)!r}; run the gate stage first (or --force)")
     if gate is not None and gate.get("decision") != "promote" and not force:

@@ -37,6 +37,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
+from dpo_tasks import loaders
+
 log = logging.getLogger(__name__)
 
 
@@ -120,21 +122,23 @@ def write_json(path: str | os.PathLike[str], obj: Any) -> Path:
 
 
 def read_json(path: str | os.PathLike[str]) -> Any:
-    return json.loads(Path(path).read_text())
+    """A run file written by `write_json`; a damaged one is an InputFileError naming it, never a traceback."""
+    return loaders.read_json(path, what="run file")
 
 
 def read_jsonl(path: str | os.PathLike[str], *, tolerate_torn_tail: bool = False) -> list[dict[str, Any]]:
-    """Read a JSONL file.
+    """Read a JSONL file of objects (a missing file is empty).
 
     With `tolerate_torn_tail`, a last line cut short by a kill is dropped (and
     the file truncated to the last complete record) so a resumed stage appends
-    cleanly; a bad line anywhere else is still an error.
+    cleanly; a bad line anywhere else is an InputFileError naming the file and line.
+    Lines end at `\n` only: U+2028 or U+0085 inside a string are data.
     """
     path = Path(path)
     if not path.exists():
         return []
     rows: list[dict[str, Any]] = []
-    data = path.read_bytes()
+    data = loaders.check_regular_file(path, what="JSONL file").read_bytes()
     lines = data.split(b"\n")
     good_bytes = 0
     for i, line in enumerate(lines, start=1):
@@ -143,14 +147,21 @@ def read_jsonl(path: str | os.PathLike[str], *, tolerate_torn_tail: bool = False
             good_bytes += len(line) + 1
             continue
         try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError as exc:
-            if tolerate_torn_tail and is_last:
+            row = loaders.parse_json(loaders.decode_utf8(line, path, first_line=i))
+        except (loaders.JSONProblem, loaders.InputFileError) as exc:
+            # A kill can cut a line anywhere, mid-character included.
+            torn = isinstance(exc, loaders.InputFileError) or exc.line is not None
+            if tolerate_torn_tail and is_last and torn:
                 log.warning("%s: dropping a torn last line (%d bytes) left by an interrupted run", path, len(line))
                 with open(path, "r+b") as fh:
                     fh.truncate(good_bytes)
                 break
-            raise ValueError(f"{path}:{i}: not valid JSON: {exc.msg}") from None
+            if isinstance(exc, loaders.InputFileError):
+                raise
+            raise loaders.InputFileError(path, str(exc), line=i) from None
+        if not isinstance(row, dict):
+            raise loaders.InputFileError(path, f"expected a JSON object, got {type(row).__name__} {loaders.brief(row)}", line=i)
+        rows.append(row)
         good_bytes += len(line) + 1
     return rows
 

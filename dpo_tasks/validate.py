@@ -27,10 +27,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from dpo_tasks import loaders
 from dpo_tasks.config import DEFAULT_PERSONA, EMBEDDED_MODEL, Persona, load_persona
 
 FIELDS = ("prompt", "chosen", "rejected")
 DEFAULT_MAX_CHARS = 20_000
+_END_OF_TURN = ("<|im_end|>", "<|endoftext|>", "<|eot_id|>", "</s>")
+_CONTROL_TOKEN = re.compile(r"<\|(?:im_start|im_end|im_sep|endoftext|eot_id|start_header_id|end_header_id|begin_of_text)\|>")
 _CHATML_MARK = re.compile(r"<\|im_(?:start|end)\|>(?:(?:system|user|assistant)\n)?")
 
 
@@ -82,6 +85,12 @@ def _check(record: Any, max_chars: int, count_tokens: Callable[[str], int] | Non
             errors.append(f"field {f!r} is empty")
         elif len(record[f]) > max_chars:
             errors.append(f"field {f!r} is {len(record[f])} characters, over the limit of {max_chars}")
+    for f in ("chosen", "rejected"):
+        if f in record and isinstance(record[f], str):
+            token = _control_token_inside(record[f])
+            if token:
+                errors.append(f"field {f!r} contains the chat control token {token!r} inside the completion "
+                              "(only one end-of-turn token at its very end is allowed)")
     if errors:
         return errors
     if content(record["chosen"]) == content(record["rejected"]):
@@ -92,6 +101,21 @@ def _check(record: Any, max_chars: int, count_tokens: Callable[[str], int] | Non
             if n > max_tokens:
                 errors.append(f"prompt + {f} is {n} tokens, over the limit of {max_tokens}")
     return errors
+
+
+def _control_token_inside(text: str) -> str | None:
+    """The first chat-template control token in a completion other than one trailing end-of-turn token.
+
+    A completion that opens a new turn (`<|im_start|>user ...`) or closes one half way would
+    teach the model to write the other side of the conversation.
+    """
+    body = text.rstrip()
+    for eot in _END_OF_TURN:
+        if body.endswith(eot):
+            body = body[: -len(eot)]
+            break
+    m = _CONTROL_TOKEN.search(body)
+    return m.group(0) if m else None
 
 
 def _short(value: Any, limit: int = 60) -> str:
@@ -134,35 +158,37 @@ def validate_records(
 
 
 def load_records(path: str | Path) -> tuple[list[Any], list[str], list[Problem]]:
-    """Records from a JSON list or a JSONL file, with where each came from; unparseable lines become problems."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise FileNotFoundError(f"dataset file not found: {str(path)!r}") from None
-    if text.lstrip().startswith("["):
+    """Records from a JSON list or a JSONL file, with where each came from; unparseable lines become problems.
+
+    The file itself being unusable (a directory, not UTF-8 in a JSON list, too deep, ...)
+    raises `InputFileError` naming it and the line.
+    """
+    path = loaders.check_regular_file(path, what="dataset file")
+    with open(path, "rb") as fh:
+        head = fh.read(4096).removeprefix(b"\xef\xbb\xbf").lstrip()
+    if head.startswith(b"["):
+        text = loaders.read_text(path, what="dataset file")
         try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            return [], [], [Problem(f"line {exc.lineno}", f"not valid JSON: {exc.msg}")]
+            data = loaders.parse_json(text)
+        except loaders.JSONProblem as exc:
+            return [], [], [Problem(f"line {exc.line or 1}", str(exc))]
         return data, [f"item {i}" for i in range(len(data))], []
-    if text.lstrip().startswith("{") and text.strip().count("\n"):
+    records, where, problems = [], [], []
+    for n, record in loaders.iter_jsonl(path, what="dataset file"):
+        if isinstance(record, ValueError):
+            problems.append(Problem(f"line {n}", str(record)))
+        else:
+            records.append(record)
+            where.append(f"line {n}")
+    if head.startswith(b"{") and problems and not records and problems[0].where == "line 1":
+        # One object pretty-printed over several lines is a common mistake; say so.
         try:
-            whole = json.loads(text)
-        except json.JSONDecodeError:
+            whole = loaders.parse_json(loaders.read_text(path, what="dataset file"))
+        except ValueError:
             whole = None
         if isinstance(whole, dict):
-            return [], [], [Problem("line 1", f"one JSON object with keys {sorted(whole)!r} spread over several lines; "
+            return [], [], [Problem("line 1", f"one JSON object with keys {loaders.brief(sorted(whole))} spread over several lines; "
                                               "expected a JSON list or JSONL (one record per line)")]
-    records, where, problems = [], [], []
-    for n, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            records.append(json.loads(line))
-            where.append(f"line {n}")
-        except json.JSONDecodeError as exc:
-            problems.append(Problem(f"line {n}", f"not valid JSON: {exc.msg}"))
     return records, where, problems
 
 

@@ -3,7 +3,8 @@
 `StageOperator` calls one function of `dpo_tasks.orchestration.tasks` with the run description
 (an XCom of `prepare`) and returns what it returns (a small summary) to XCom. It is a
 PythonOperator without the virtualenv machinery that module imports: DAG files are parsed
-constantly, and for every persona.
+constantly, and for every persona. A bad setting or input file (`ConfigError`, `InputFileError`)
+fails the task without retry.
 """
 
 from __future__ import annotations
@@ -26,7 +27,16 @@ class StageOperator(BaseOperator):
         self.run = run
 
     def execute(self, context: Any) -> Any:
-        return self.call(*self.args) if self.run is None else self.call(*self.args, self.run)
+        from airflow.sdk.exceptions import AirflowFailException
+
+        from dpo_tasks.config import ConfigError
+        from dpo_tasks.loaders import InputFileError
+
+        try:
+            return self.call(*self.args) if self.run is None else self.call(*self.args, self.run)
+        except (ConfigError, InputFileError) as exc:
+            # Bad settings or a bad file fail the same way on every try: fail now, without retries.
+            raise AirflowFailException(str(exc)) from exc
 
 
 class ChooseRunnerOperator(BaseBranchOperator):

@@ -223,10 +223,14 @@ def choose_runner(run: dict[str, Any]) -> str:
 
 def publish_if_promoted(run: dict[str, Any]) -> dict[str, Any]:
     """Publish when the gate promoted and this is not a dry run; otherwise skip, saying why."""
-    from airflow.sdk.exceptions import AirflowSkipException
+    from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+
+    from dpo_tasks.gate import read_gate
 
     rd = RunDir(run["run_dir"])
-    gate = read_json(rd.gate)
+    gate = read_gate(rd.gate)
+    if gate is None:
+        raise AirflowFailException(f"no gate decision at {str(rd.gate)!r}: the gate task did not write one")
     if gate.get("decision") != "promote":
         raise AirflowSkipException(f"not publishing: the gate rejected the candidate: {gate.get('reason')}")
     if run["dry_run"]:

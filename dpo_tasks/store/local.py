@@ -24,6 +24,7 @@ from pathlib import Path
 import json
 from typing import Any, Iterator
 
+from dpo_tasks.loaders import InputFileError, brief, read_text
 from dpo_tasks.paths import contained, safe_relpath
 from dpo_tasks.store.base import HISTORY, Store, StoreError, VersionNotFound, history_record, parse_history
 from dpo_tasks.store.manifest import MANIFEST, ManifestError, read_manifest, verify_manifest
@@ -163,11 +164,11 @@ class LocalStore(Store):
     def latest(self, namespace: str) -> str | None:
         path = self._ns(namespace) / LATEST
         try:
-            value = path.read_bytes().decode("utf-8", "replace").strip()
+            value = read_text(path, what="LATEST pointer", max_bytes=1024).strip()
         except FileNotFoundError:
             return None
-        except IsADirectoryError:
-            raise StoreError(f"{str(path)!r} is a directory, not a LATEST pointer; remove it and promote a version") from None
+        if value and (not value.isprintable() or value in (".", "..") or "/" in value or "\\" in value):
+            raise InputFileError(path, f"holds {brief(value)}, not a version name (write the served version into it, or remove it)")
         return value or None
 
     def list_versions(self, namespace: str) -> list[str]:

@@ -18,6 +18,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from dpo_tasks.loaders import InputFileError, brief, read_json
 from dpo_tasks.paths import contained, safe_relpath
 from dpo_tasks.runs import sha256_file
 from dpo_tasks.store.base import StoreError
@@ -54,11 +55,11 @@ def write_manifest(root: str | os.PathLike[str]) -> dict[str, Any]:
 def read_manifest(root: str | os.PathLike[str]) -> dict[str, Any]:
     path = Path(root) / MANIFEST
     try:
-        manifest = json.loads(path.read_text())
+        manifest = read_json(path, what="manifest")
     except FileNotFoundError:
         raise ManifestError(f"{str(path)!r} is missing: the version is incomplete") from None
-    except json.JSONDecodeError as exc:
-        raise ManifestError(f"{str(path)!r} is not valid JSON: {exc.msg}") from None
+    except InputFileError as exc:
+        raise ManifestError(str(exc)) from None
     return check_manifest(manifest, where=repr(str(path)))
 
 

@@ -156,3 +156,244 @@ def test_personas_bom_is_accepted(tmp_path):
     path = tmp_path / "personas.yaml"
     path.write_bytes(b"\xef\xbb\xbf" + personas_text().encode())
     assert set(load_personas(path).personas) == {GOOD, OTHER}
+
+
+# --- DPO datasets (validate / dpo_custom's dataset_uri) --------------------------------------
+
+from dpo_tasks import cli  # noqa: E402
+from dpo_tasks.loaders import InputFileError  # noqa: E402
+from dpo_tasks.validate import validate_file  # noqa: E402
+
+
+def rec(prompt: str = "Make dinner", chosen: str = "Tofu tacos.", rejected: str = "Beef tacos.") -> bytes:
+    import json
+
+    return json.dumps({"prompt": prompt, "chosen": chosen, "rejected": rejected}, ensure_ascii=False).encode()
+
+
+def rec2() -> bytes:
+    return rec("Make lunch", "Bean bowl.", "Pork bowl.")
+
+
+DEEP = b'{"prompt": ' + b"[" * 100_000 + b"]" * 100_000 + b', "chosen": "a", "rejected": "b"}'
+
+# (file bytes, good records, problems as "line N: fragment")
+DATASET_CASES = [
+    pytest.param(rec() + b"\n" + rec2() + b"\n", 2, [], id="valid"),
+    pytest.param(b"\xef\xbb\xbf" + rec() + b"\n" + rec2() + b"\n", 2, [], id="bom"),
+    pytest.param(rec(chosen="Tofu\u2028tacos.") + b"\n" + rec2() + b"\n", 2, [], id="u2028-in-string"),
+    pytest.param(rec(chosen="Tofu\u0085tacos.") + b"\n" + rec2() + b"\n", 2, [], id="u0085-in-string"),
+    pytest.param(rec(chosen="Tofu\u2029\x0c\x1ctacos.") + b"\n" + rec2() + b"\n", 2, [], id="other-unicode-breaks"),
+    pytest.param(rec() + b"\r\n" + rec2() + b"\r\n", 2, [], id="crlf"),
+    pytest.param(rec() + b"\n\n\n" + rec2(), 2, [], id="blank-lines-no-final-newline"),
+    pytest.param(rec() + b"\n" + rec2().replace(b"Bean", b"B\xffan") + b"\n", 1, ["line 2: not UTF-8: byte 0xff"], id="not-utf8-line"),
+    pytest.param(rec().replace(b"Tofu", b"\\ud800") + b"\n" + rec2() + b"\n", 1, ["line 1: ", "lone UTF-16 surrogate"], id="lone-surrogate"),
+    pytest.param(rec().replace(b"Tofu", b"\\ud83d\\ude00") + b"\n", 1, [], id="surrogate-pair-accepted"),
+    pytest.param(rec() + b"\n" + DEEP + b"\n", 1, ["line 2: ", "nested deeper"], id="deep-json"),
+    pytest.param(rec() + b"\n" + b'{"prompt": ' + b"7" * 5000 + b"}\n", 1, ["line 2: ", "4300 digits"], id="huge-number"),
+    pytest.param(rec() + b"\n" + b'{"prompt": NaN}\n', 1, ["line 2: ", "NaN is not a number"], id="nan"),
+    pytest.param(rec(chosen="Tofu tacos.<|im_end|>\n<|im_start|>user\nthanks") + b"\n", 0,
+                 ["line 1: field 'chosen' contains the chat control token '<|im_end|>'"], id="chatml-turn-in-chosen"),
+    pytest.param(rec(rejected="<|im_start|>assistant\nBeef") + b"\n", 0, ["line 1: field 'rejected'", "<|im_start|>"], id="chatml-start-in-rejected"),
+    pytest.param(rec(chosen="Tofu <|endoftext|> more") + b"\n", 0, ["<|endoftext|>"], id="endoftext-inside"),
+    pytest.param(rec(chosen="Tofu tacos.<|im_end|>") + b"\n", 1, [], id="chatml-single-trailing-eot"),
+    pytest.param(rec(prompt="<|im_start|>user\nMake dinner<|im_end|>\n<|im_start|>assistant\n", chosen="Tofu.<|im_end|>",
+                     rejected="Beef.<|im_end|>") + b"\n", 1, [], id="chatml-formatted-record"),
+    pytest.param(b'["a", "b"]\n' + rec() + b"\n", 0, ["line 2: not valid JSON: Extra data"], id="list-line-makes-json-list"),
+    pytest.param(rec() + b'\n["a", "b"]\n', 1, ["line 2: expected an object"], id="array-line"),
+    pytest.param(b"", 0, [], id="empty"),
+    pytest.param(b"[" + rec() + b"," + rec2() + b"]", 2, [], id="json-list"),
+    pytest.param(b"[" + rec() + b",\n" + rec2() + b"\n", 0, ["line 3: not valid JSON"], id="json-list-truncated"),
+    pytest.param(b'{\n  "prompt": "a",\n  "chosen": "b",\n  "rejected": "c"\n}\n', 0, ["line 1: one JSON object"], id="pretty-object"),
+    pytest.param(rec(chosen="x" * 20_001) + b"\n", 0, ["over the limit of 20000"], id="field-too-long"),
+    pytest.param(b'{"prompt": 3, "chosen": "a", "rejected": "b"}\n', 0, ["line 1: field 'prompt' must be a string"], id="prompt-number"),
+    pytest.param(rec() + b"\n" + rec()[:-5], 1, ["line 2: not valid JSON"], id="truncated-last-line"),
+    pytest.param(rec() + b"\n" + rec() + b"\n", 1, ["line 2: duplicate of line 1"], id="duplicate"),
+]
+
+
+@pytest.mark.parametrize(("data", "good", "problems"), DATASET_CASES)
+def test_dpo_dataset(tmp_path, data, good, problems):
+    path = tmp_path / "d.jsonl"
+    path.write_bytes(data)
+    result = validate_file(path)
+    assert len(result.good) == good
+    text = [str(p) for p in result.problems]
+    assert len(text) == (len(problems) and max(1, len(text))), text
+    for fragment in problems:
+        assert any(fragment in t for t in text), (fragment, text)
+    if "u2028" in str(data) or b"\xe2\x80\xa8" in data:
+        assert "Tofu\u2028tacos." in [r["chosen"] for r in result.good]
+    assert path.read_bytes() == data
+
+
+def test_dpo_dataset_json_list_not_utf8_names_the_line(tmp_path):
+    path = tmp_path / "d.json"
+    path.write_bytes(b"[\n" + rec() + b",\n" + rec2().replace(b"Bean", b"\xc3(") + b"\n]")
+    with pytest.raises(InputFileError, match=r"d\.json:3: not UTF-8 text: byte 0xc3"):
+        validate_file(path)
+
+
+@pytest.mark.parametrize(
+    ("argv", "fragment"),
+    [
+        pytest.param(["validate", "{tmp}"], "is a directory, expected a dataset file", id="cli-validate-directory"),
+        pytest.param(["validate", "{tmp}/missing.jsonl"], "dataset file not found", id="cli-validate-missing"),
+        pytest.param(["validate", "/dev/zero"], "not a regular file", id="cli-validate-device"),
+        pytest.param(["gate", "--run-dir", "{tmp}", "--set", "gate=1", "--set", "gate.min_win_rate_lower_bound=0.4"],
+                     "conflicts with an earlier --set of 'gate'", id="cli-set-conflict"),
+        pytest.param(["gate", "--run-dir", "{tmp}", "--set", "gate.min_win_rate_lower_bound=&a [*a]"],
+                     "min_win_rate_lower_bound", id="cli-set-recursive-alias"),
+        pytest.param(["gate", "--run-dir", "{tmp}", "--personas-file", "{tmp}"], "is a directory, expected a personas file",
+                     id="cli-personas-directory"),
+    ],
+)
+def test_cli_exits_2_with_a_clear_error(tmp_path, capsys, argv, fragment):
+    rc = cli.main([a.replace("{tmp}", str(tmp_path)) for a in argv])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert fragment in err and "Traceback" not in err
+
+
+# --- run files: summaries, gate.json, manifests, LATEST ---------------------------------------
+
+from dpo_tasks.config import load_persona  # noqa: E402
+from dpo_tasks.gate import read_gate, run as gate_run  # noqa: E402
+from dpo_tasks.runs import RunDir, read_json, read_jsonl  # noqa: E402
+from dpo_tasks.store.local import LocalStore  # noqa: E402
+from dpo_tasks.store.manifest import ManifestError, read_manifest  # noqa: E402
+
+
+def _gate_cli(tmp_path, capsys):
+    rc = cli.main(["gate", "--persona", "persona_e_mexican_vegan", "--run-dir", str(tmp_path)])
+    return rc, capsys.readouterr().err
+
+
+SUMMARY_CASES = [
+    pytest.param(b"{not json", ["summary_stats.json:1: not valid JSON"], id="summary-not-json"),
+    pytest.param(b"\xff\xfe{}", ["summary_stats.json:1: not UTF-8"], id="summary-utf16"),
+    pytest.param(b"[]", ["must be a JSON object"], id="summary-list"),
+    pytest.param(b'{"n": "abc", "win_rate": 0.5, "ci_low": 0.4, "ci_high": 0.6}', ["'n' = 'abc' is not a finite number"], id="summary-n-string"),
+    pytest.param(b'{"n": 10, "win_rate": 0.5, "ci_low": 7, "ci_high": 0.6}', ["'ci_low' = 7 is outside [0, 1]"], id="summary-ci-out-of-range"),
+    pytest.param(b'{"n": 10, "win_rate": 0.5, "ci_low": Infinity, "ci_high": 0.6}', ["Infinity is not a number"], id="summary-infinity"),
+    pytest.param(b'{"n": 10, "win_rate": true, "ci_low": 0.4, "ci_high": 0.6}', ["'win_rate' = True"], id="summary-bool"),
+    pytest.param(b'{"n": 1.5, "win_rate": 0.5, "ci_low": 0.4, "ci_high": 0.6}', ["'n' = 1.5 is not a count"], id="summary-fractional-n"),
+    pytest.param(b'{"n": ' + b"9" * 5000 + b"}", ["4300 digits"], id="summary-huge-number"),
+]
+
+
+@pytest.mark.parametrize(("data", "fragments"), SUMMARY_CASES)
+def test_gate_refuses_a_damaged_evaluation_summary(tmp_path, capsys, data, fragments):
+    (tmp_path / "eval").mkdir()
+    (tmp_path / "eval" / "summary_stats.json").write_bytes(data)
+    rc, err = _gate_cli(tmp_path, capsys)
+    assert rc == 2 and "Traceback" not in err
+    for fragment in fragments:
+        assert fragment in err
+    assert not (tmp_path / "gate.json").exists()
+
+
+def test_gate_summary_as_directory(tmp_path, capsys):
+    (tmp_path / "eval" / "summary_stats.json").mkdir(parents=True)
+    rc, err = _gate_cli(tmp_path, capsys)
+    assert rc == 2 and "summary_stats.json: is a directory" in err
+
+
+@pytest.mark.parametrize(
+    ("data", "fragment"),
+    [
+        pytest.param(b"{corrupt", "gate.json:1: not valid JSON", id="gate-json-corrupt"),
+        pytest.param(b"[]", "not a gate decision", id="gate-json-list"),
+        pytest.param(b'{"decision": "PROMOTE!"}', "not a gate decision", id="gate-json-bad-decision"),
+        pytest.param(b'{"decision": "promote"}\x00\xff', "not UTF-8", id="gate-json-binary-tail"),
+    ],
+)
+def test_publish_refuses_a_damaged_gate_json(tmp_path, capsys, data, fragment):
+    (tmp_path / "gate.json").write_bytes(data)
+    with pytest.raises(InputFileError, match=fragment.replace(".", r"\.").replace("(", r"\(")):
+        read_gate(tmp_path / "gate.json")
+    store = tmp_path / "store"
+    rc = cli.main(["publish", "--persona", "persona_e_mexican_vegan", "--run-dir", str(tmp_path), "--store", str(store)])
+    err = capsys.readouterr().err
+    assert rc == 2 and fragment in err and "Traceback" not in err
+    assert not store.exists() or not any(store.rglob("LATEST"))
+    assert (tmp_path / "gate.json").read_bytes() == data
+
+
+@pytest.mark.parametrize(
+    ("data", "fragment"),
+    [
+        pytest.param(b'{"a": 1}\n[1]\n', "r.jsonl:2: expected a JSON object", id="jsonl-array-row"),
+        pytest.param(b'{"a": 1}\n{bad\n{"a": 2}\n', "r.jsonl:2: not valid JSON", id="jsonl-bad-middle-line"),
+        pytest.param(b'{"a": "\xff"}\n{"a": 1}\n', "r.jsonl:1: not UTF-8", id="jsonl-not-utf8"),
+        pytest.param(b'{"a": "\\udfff"}\n', "r.jsonl:1: not usable JSON: a string holds a lone", id="jsonl-surrogate"),
+    ],
+)
+def test_run_jsonl_errors_name_file_and_line(tmp_path, data, fragment):
+    path = tmp_path / "r.jsonl"
+    path.write_bytes(data)
+    with pytest.raises(InputFileError, match=fragment.replace(".", r"\.")):
+        read_jsonl(path, tolerate_torn_tail=True)
+    assert path.read_bytes() == data
+
+
+def test_run_jsonl_keeps_rows_with_unicode_line_breaks(tmp_path):
+    path = tmp_path / "r.jsonl"
+    path.write_text('{"a": "x\u2028y"}\n{"a": "x\u0085y\u2029z"}\n', encoding="utf-8")
+    assert read_jsonl(path) == [{"a": "x\u2028y"}, {"a": "x\u0085y\u2029z"}]
+
+
+def test_run_jsonl_torn_tail_is_dropped_only_when_tolerated(tmp_path):
+    path = tmp_path / "r.jsonl"
+    path.write_bytes('{"a": 1}\n{"a": "é'.encode()[:-1])
+    assert read_jsonl(path, tolerate_torn_tail=True) == [{"a": 1}]
+    assert path.read_bytes() == b'{"a": 1}\n'
+
+
+@pytest.mark.parametrize(
+    ("make", "fragment"),
+    [
+        pytest.param(lambda p: p.mkdir(), "is a directory", id="run-json-directory"),
+        pytest.param(lambda p: p.write_bytes(b"[" * 100_000), "nested deeper", id="run-json-deep"),
+        pytest.param(lambda p: p.write_bytes(b'{"x": 1,}'), "run.json:1: not valid JSON", id="run-json-trailing-comma"),
+    ],
+)
+def test_run_json_errors(tmp_path, make, fragment):
+    path = tmp_path / "run.json"
+    make(path)
+    with pytest.raises(InputFileError, match=fragment.replace(".", r"\.")):
+        read_json(path)
+
+
+@pytest.mark.parametrize(
+    ("data", "fragment"),
+    [
+        pytest.param(b"{", "MANIFEST.json:1: not valid JSON", id="manifest-truncated"),
+        pytest.param(b'{"files": [1]}', "needs a 'path' string, got 1", id="manifest-entry-not-object"),
+        pytest.param(b'{"files": [{"path": null}]}', "needs a 'path' string", id="manifest-path-null"),
+        pytest.param(b'{"files": {}}', "has no 'files' list", id="manifest-files-mapping"),
+        pytest.param(b"\xef\xbb\xbf{\"files\": [\"" + b"\xff" + b"\"]}", "not UTF-8", id="manifest-not-utf8"),
+    ],
+)
+def test_manifest_errors(tmp_path, data, fragment):
+    (tmp_path / "MANIFEST.json").write_bytes(data)
+    with pytest.raises(ManifestError, match=fragment.replace(".", r"\.").replace("'", ".")):
+        read_manifest(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("make", "fragment"),
+    [
+        pytest.param(lambda p: p.mkdir(), "LATEST: is a directory", id="latest-directory"),
+        pytest.param(lambda p: p.write_bytes(b"../../etc\n"), "not a version name", id="latest-traversal"),
+        pytest.param(lambda p: p.write_bytes(b"v1\xff"), "not UTF-8", id="latest-binary"),
+        pytest.param(lambda p: p.write_bytes(b"v" * 5000), "over the limit of 1024", id="latest-huge"),
+    ],
+)
+def test_latest_pointer_damage_is_named(tmp_path, make, fragment):
+    store = LocalStore(tmp_path / "store")
+    ns = tmp_path / "store" / "persona_e_mexican_vegan"
+    ns.mkdir(parents=True)
+    make(ns / "LATEST")
+    with pytest.raises(InputFileError, match=fragment):
+        store.latest("persona_e_mexican_vegan")
