@@ -103,6 +103,13 @@ def persona_from_args(args: argparse.Namespace) -> Persona:
 def setup_logging() -> None:
     level = os.environ.get("PERSONA_DPO_LOG_LEVEL", "INFO").upper()
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    from dpo_tasks.redact import RedactingFilter
+
+    # Every line a stage logs (its own, a library's, an exception's text) passes through redact():
+    # Airflow shows the stage's output in the task log.
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(f, RedactingFilter) for f in handler.filters):
+            handler.addFilter(RedactingFilter())
     # Libraries chatter at INFO; keep the stage's own progress readable.
     for noisy in ("httpx", "httpcore", "urllib3", "filelock", "datasets", "fsspec"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
@@ -134,7 +141,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         rc = module.main(args)
     except (ConfigError, InputFileError, FileNotFoundError) as exc:
         # A bad setting, a missing or unusable input file: say which, without a traceback.
-        print(f"error: {exc}", file=sys.stderr)
+        from dpo_tasks.redact import redact
+
+        print(f"error: {redact(exc)}", file=sys.stderr)
         return 2
     return int(rc or 0)
 

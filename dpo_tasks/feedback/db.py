@@ -28,6 +28,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from dpo_tasks.redact import redact
+
 log = logging.getLogger(__name__)
 
 DEFAULT_CONN_ID = "feedback_db"
@@ -40,15 +42,6 @@ _MIGRATION_LOCK = 0x5045_5253_4F4E_4101
 
 class FeedbackDBError(RuntimeError):
     """The feedback database is missing, unreachable or not in the expected shape."""
-
-
-def redact(url: str) -> str:
-    """The URL with its password replaced, for logs and errors."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def connect(url: str | None = None, *, conn_id: str | None = None) -> Any:
@@ -64,14 +57,20 @@ def connect(url: str | None = None, *, conn_id: str | None = None) -> Any:
         try:
             return psycopg2.connect(url)
         except psycopg2.OperationalError as exc:
-            raise FeedbackDBError(f"cannot connect to the feedback database {redact(url)!r}: {str(exc).strip()}") from None
+            # libpq may echo the DSN (key=value form included) in its message: both go through redact().
+            raise FeedbackDBError(redact(f"cannot connect to the feedback database {url!r}: {str(exc).strip()}")) from None
     try:
         from airflow.providers.postgres.hooks.postgres import PostgresHook
     except ImportError:
         raise FeedbackDBError(
             f"no feedback database configured: set {URL_ENV} (a postgresql:// URL) or pass --db-url"
         ) from None
-    return PostgresHook(postgres_conn_id=conn_id or DEFAULT_CONN_ID).get_conn()
+    import psycopg2
+
+    try:
+        return PostgresHook(postgres_conn_id=conn_id or DEFAULT_CONN_ID).get_conn()
+    except psycopg2.OperationalError as exc:
+        raise FeedbackDBError(redact(f"cannot connect to the feedback database (connection {conn_id or DEFAULT_CONN_ID!r}): {str(exc).strip()}")) from None
 
 
 def connect_for_cli(url: str | None) -> Any:
@@ -79,7 +78,7 @@ def connect_for_cli(url: str | None) -> Any:
     try:
         return connect(url)
     except FeedbackDBError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {redact(exc)}", file=sys.stderr)
         raise SystemExit(2) from None
 
 

@@ -36,6 +36,7 @@ from typing import Any, Callable, Sequence
 from dpo_tasks.config import GeminiConfig, GroqConfig, Persona
 from dpo_tasks.judges.base import CRITERIA, Judge, OrderedVerdict, PairItem, PairJudgement, Scores, combine_orders
 from dpo_tasks.judges.prompts import JudgePrompt, Purpose, render
+from dpo_tasks.redact import redact
 from dpo_tasks.runs import JsonlAppender, read_jsonl
 
 log = logging.getLogger(__name__)
@@ -337,11 +338,12 @@ class ApiJudge(Judge):
                 error = f"{exc} (backing off {wait:.1f}s)"
             except FatalError as exc:
                 self.limiter.settle(reserved, 0)
-                raise CallFailed(f"{self.name}: {exc}") from None
+                raise CallFailed(redact(f"{self.name}: {exc}")) from None
             else:
                 self.limiter.settle(reserved, answer.tokens_in + answer.tokens_out)
                 self._count(tokens_in=answer.tokens_in, tokens_out=answer.tokens_out)
                 return answer
+            error = redact(error)
             log.warning("%s: attempt %d/%d failed: %s", self.name, attempt + 1, self.max_retries + 1, error)
             if wait and attempt < self.max_retries:
                 time.sleep(wait)
@@ -365,7 +367,7 @@ class ApiJudge(Judge):
             answer = self.call(prompt)
         except CallFailed as exc:
             # Not cached: a rerun tries again.
-            log.warning("%s: item %s (order %s) failed: %s", self.name, item.id, order, exc)
+            log.warning("%s: item %s (order %s) failed: %s", self.name, item.id, order, redact(exc))
             return order, {"status": "failed", "error": str(exc)}
         record: dict[str, Any] = {"key": key, "item_id": item.id, "order": order, "model": self.model, "template": prompt.version,
                                   "tokens_in": answer.tokens_in, "tokens_out": answer.tokens_out}

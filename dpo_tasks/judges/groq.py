@@ -20,6 +20,7 @@ from typing import Any
 from dpo_tasks.config import ConfigError, GroqConfig
 from dpo_tasks.judges.api import ApiAnswer, ApiJudge, FatalError, RateLimited, TransientError
 from dpo_tasks.judges.prompts import JudgePrompt
+from dpo_tasks.redact import redact
 
 log = logging.getLogger(__name__)
 
@@ -147,5 +148,6 @@ def _error_message(exc: Any) -> str:
     if isinstance(body, dict):
         err = body.get("error", body)
         if isinstance(err, dict) and err.get("message"):
-            return str(err["message"])[:300]
+            # Groq's messages can quote the key they refused ("Invalid API Key: gsk_...").
+            return redact(str(err["message"])[:300])
     return type(exc).__name__
