@@ -12,6 +12,11 @@ For the feedback ids in (from_id, to_id] of one persona:
 Prompts are grouped ignoring case and runs of whitespace, so the app's
 "Spicy  tofu?" and "spicy tofu?" are one prompt.
 
+A prompt too close to one of the persona's evaluation cases (a near-duplicate by
+dpo_tasks.textsim, the measure the shipped data is held out by) is dropped with
+all its ratings: training on it would let the adapter learn the test. The
+summary counts them (`held_out_prompts`, `held_out_rows`).
+
 Usage:
     python -m dpo_tasks feedback-export --persona ID --run-dir DIR --from-id 0 --to-id 1234 [--db-url URL]
 """
@@ -27,6 +32,7 @@ from typing import Any
 
 from dpo_tasks.config import Persona
 from dpo_tasks.runs import RunDir, write_json, write_jsonl
+from dpo_tasks.textsim import Index
 
 log = logging.getLogger(__name__)
 
@@ -41,15 +47,38 @@ def _prompt_key(prompt: str) -> str:
     return re.sub(r"\s+", " ", prompt).strip().casefold()
 
 
-def build_signal(rows: list[tuple]) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, int]]:
-    """(id, prompt, response, rating, model_version) rows -> (pairs, bad prompts, counts)."""
+def eval_index(persona_id: str) -> Index:
+    """The persona's evaluation cases, to hold feedback prompts out of them."""
+    from dpo_tasks.prompts import load_eval_cases
+
+    return Index((case["id"], case["prompt"]) for case in load_eval_cases(persona_id))
+
+
+def build_signal(
+    rows: list[tuple], held_out: Index | None = None
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, int]]:
+    """(id, prompt, response, rating, model_version) rows -> (pairs, bad prompts, counts).
+
+    Prompts that near-duplicate a text in `held_out` are left out, rows and all.
+    """
     groups: dict[str, dict[str, Any]] = {}
     for fid, prompt, response, rating, model_version in rows:
-        group = groups.setdefault(_prompt_key(prompt), {"prompt": prompt.strip(), "good": {}, "bad": {}, "first_bad": None})
+        group = groups.setdefault(
+            _prompt_key(prompt), {"prompt": prompt.strip(), "good": {}, "bad": {}, "first_bad": None, "rows": 0}
+        )
+        group["rows"] += 1
         # Same response text rated twice the same way: one response.
         group[rating].setdefault(response.strip(), (fid, model_version))
         if rating == "bad" and group["first_bad"] is None:
             group["first_bad"] = fid
+    held_out_prompts = held_out_rows = 0
+    if held_out is not None and len(held_out):
+        for key in list(groups):
+            matches = held_out.matches(groups[key]["prompt"])
+            if matches:
+                log.info("feedback prompt %r dropped: too close to evaluation case %s", groups[key]["prompt"][:80], matches[0][0])
+                held_out_prompts += 1
+                held_out_rows += groups.pop(key)["rows"]
     pairs: list[dict[str, Any]] = []
     prompts: list[dict[str, Any]] = []
     contradictory = 0
@@ -83,6 +112,8 @@ def build_signal(rows: list[tuple]) -> tuple[list[dict[str, Any]], list[dict[str
         "pairs": len(pairs),
         "bad_prompts": len(prompts),
         "contradictory_responses": contradictory,
+        "held_out_prompts": held_out_prompts,
+        "held_out_rows": held_out_rows,
     }
     return pairs, prompts, counts
 
@@ -98,7 +129,7 @@ def export(conn: Any, persona_id: str, run_dir: str, from_id: int, to_id: int) -
             rows = cur.fetchall()
     finally:
         conn.rollback()
-    pairs, prompts, counts = build_signal(rows)
+    pairs, prompts, counts = build_signal(rows, eval_index(persona_id))
     write_jsonl(rd.feedback_pairs, pairs)
     write_jsonl(rd.feedback_prompts, prompts)
     summary = {
@@ -112,8 +143,9 @@ def export(conn: Any, persona_id: str, run_dir: str, from_id: int, to_id: int) -
     }
     write_json(rd.stage_summary(STAGE), summary)
     log.info(
-        "feedback %s (%d, %d]: %d rows -> %d pairs, %d prompts with bad feedback",
+        "feedback %s (%d, %d]: %d rows -> %d pairs, %d prompts with bad feedback; %d prompts (%d rows) dropped as too close to an evaluation case",
         persona_id, from_id, to_id, counts["feedback_rows"], counts["pairs"], counts["bad_prompts"],
+        counts["held_out_prompts"], counts["held_out_rows"],
     )
     return summary
 
@@ -165,5 +197,8 @@ def main(args: argparse.Namespace) -> int:
     except (FeedbackDBError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(f"{summary['pairs']} feedback pairs, {summary['bad_prompts']} feedback prompts -> {args.run_dir}")
+    print(
+        f"{summary['pairs']} feedback pairs, {summary['bad_prompts']} feedback prompts -> {args.run_dir}"
+        f" ({summary['held_out_prompts']} prompts too close to an evaluation case dropped)"
+    )
     return 0

@@ -54,6 +54,23 @@ def test_build_signal(rows, pairs, prompts):
     assert counts["pairs"] == len(pairs) and counts["feedback_rows"] == len(rows)
 
 
+def test_build_signal_holds_out_prompts_close_to_an_evaluation_case():
+    from dpo_tasks.feedback.export import eval_index
+    from dpo_tasks.prompts import load_eval_cases
+
+    case = load_eval_cases(PERSONA)[0]  # "A creamy palak paneer with fresh spinach for four."
+    reworded = case["prompt"].lower().replace("four", "4").rstrip(".") + "??"
+    rows = [
+        _r(1, reworded, "good palak", "good"), _r(2, reworded, "palak with chicken", "bad"),
+        _r(3, "Dal for a rainy day?", "good dal", "good"), _r(4, "Dal for a rainy day?", "meat dal", "bad"),
+    ]
+    pairs, prompts, counts = build_signal(rows, eval_index(PERSONA))
+    assert [p["prompt"] for p in pairs] == ["Dal for a rainy day?"] and [p["prompt"] for p in prompts] == ["Dal for a rainy day?"]
+    assert counts["held_out_prompts"] == 1 and counts["held_out_rows"] == 2 and counts["feedback_rows"] == 4
+    # Without the index nothing is held out: the index, not the wording, decides.
+    assert build_signal(rows)[2]["held_out_prompts"] == 0 and len(build_signal(rows)[0]) == 2
+
+
 def _insert(db, rows):
     with db.cursor() as cur:
         cur.executemany(
@@ -69,9 +86,11 @@ def test_export_writes_the_window_only(db, tmp_path):
         (PERSONA, "Paneer curry?", "Chicken curry ...", "bad", "has chicken"),   # 3
         ("persona_c_italian_gf", "Paneer curry?", "x", "bad", None),             # 4, another persona
         (PERSONA, "Lentil soup?", "Lentil soup with bacon", "bad", "'; DROP TABLE feedback; --"),  # 5
-        (PERSONA, "late", "after the window", "bad", None),                      # 6, after the window
+        # 6: an evaluation case asked through the app: its ratings must not become training data.
+        (PERSONA, "Make me a butter chicken with naan for tonight!", "x", "bad", None),
+        (PERSONA, "late", "after the window", "bad", None),                      # 7, after the window
     ])
-    summary = export(db, PERSONA, str(tmp_path), from_id=1, to_id=5)
+    summary = export(db, PERSONA, str(tmp_path), from_id=1, to_id=6)
     rd = RunDir(tmp_path)
     pairs = read_jsonl(rd.feedback_pairs)
     prompts = read_jsonl(rd.feedback_prompts)
@@ -83,7 +102,8 @@ def test_export_writes_the_window_only(db, tmp_path):
         {"id": "fb-3", "prompt": "Paneer curry?", "source": "feedback"},
         {"id": "fb-5", "prompt": "Lentil soup?", "source": "feedback"},
     ]
-    assert summary["feedback_rows"] == 3 and summary["pairs"] == 1 and summary["bad_prompts"] == 2
+    assert summary["feedback_rows"] == 4 and summary["pairs"] == 1 and summary["bad_prompts"] == 2
+    assert summary["held_out_prompts"] == 1 and summary["held_out_rows"] == 1
     assert read_json(rd.stage_summary("feedback_export")) == summary
 
 
