@@ -80,8 +80,13 @@ airflow-demo: setup
 docs: setup
 	$(PY) -m mkdocs build --strict
 
+# bench/gpu.py needs a CUDA device: `make bench-gpu` (BENCH_GPU_ARGS="--device cpu --tiny" tries it on a CPU).
 bench: setup
-	for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+	for b in $(filter-out bench/gpu.py,$(wildcard bench/*.py)); do echo "== $$b"; $(PY) $$b || exit 1; done
+
+BENCH_GPU_ARGS ?=
+bench-gpu: setup
+	$(PY) bench/gpu.py $(BENCH_GPU_ARGS)
 
 # `make lint-k8s`: the pods the model stages create (`python -m dpo_tasks pod-spec`, for the personas
 # file K8S_PERSONAS: the production profile where there is one) and the extra manifests of the Helm
