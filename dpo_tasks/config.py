@@ -125,7 +125,25 @@ class GenerationConfig(_Model):
     strong_temperature: float = Field(0.7, gt=0, le=2)
     weak_temperature: float = Field(0.9, gt=0, le=2)
     top_p: float = Field(0.95, gt=0, le=1)
+    # Combined with the persona and the run's directory name (its Airflow run id): each run samples
+    # its own prompts and seeds, a rerun of the same run samples the same ones.
     seed: int = 42
+    # The user's own pool instead of the shipped one: a JSONL file of {id, prompt}, a local path or a
+    # gs:// URI. From a run's conf only under the deployment's pool prefix (check_run_pool).
+    prompt_pool: str | None = None
+
+    @field_validator("prompt_pool")
+    @classmethod
+    def _pool_location(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if not value.strip() or any(ord(ch) < 32 for ch in value):
+            raise ValueError(f"generation.prompt_pool = {value!r} must be a path or a gs://bucket/object URI")
+        if value.startswith("gs://") and "/" not in value[len("gs://"):].strip("/"):
+            raise ValueError(f"generation.prompt_pool = {value!r} must name an object: gs://bucket/path/pool.jsonl")
+        if "://" in value and not value.startswith(("gs://", "file://")):
+            raise ValueError(f"generation.prompt_pool = {value!r}: only local paths, file:// and gs:// URIs are supported")
+        return value
 
 
 class GroqConfig(_Model):
@@ -642,6 +660,46 @@ def check_run_overrides(overrides: dict[str, Any], *, where: str) -> None:
             "connection ids, Kubernetes settings, model ids and paths, the runner and store locations come from "
             "the deployment (personas.yaml, the environment, Airflow connections)"
         )
+    generation = (overrides or {}).get("generation")
+    if isinstance(generation, dict) and generation.get("prompt_pool") is not None:
+        check_run_pool(generation["prompt_pool"], where=where)
+
+
+POOL_PREFIX_ENV = "PERSONA_DPO_POOL_PREFIX"
+LOCAL_POOL_ROOT_ENV = "PERSONA_DPO_LOCAL_POOL_ROOT"
+
+
+def check_run_pool(uri: Any, *, where: str = "run conf") -> str:
+    """A prompt pool a run's conf names, if it lies where the deployment keeps users' pools.
+
+    `gs://` under `$PERSONA_DPO_POOL_PREFIX`, or a local file under `$PERSONA_DPO_LOCAL_POOL_ROOT`
+    (the embedded default); anything else is refused: a run's conf must not make the worker read
+    an arbitrary file into training data. The deployment's own `generation.prompt_pool`
+    (personas.yaml) is not limited.
+    """
+    from dpo_tasks.paths import is_within, safe_relpath
+
+    key = f"{where}: 'generation.prompt_pool' = {uri!r}"
+    if not isinstance(uri, str) or not uri:
+        raise ConfigError(f"{key} must be a gs:// URI or a path")
+    if uri.startswith("gs://"):
+        prefix = (os.environ.get(POOL_PREFIX_ENV) or "").rstrip("/")
+        if not prefix.startswith("gs://") or len(prefix) <= len("gs://"):
+            raise ConfigError(f"{key}: this deployment accepts no gs:// pools from a run (${POOL_PREFIX_ENV} is not set)")
+        if not uri.startswith(prefix + "/"):
+            raise ConfigError(f"{key} must lie under {prefix + '/'!r} (${POOL_PREFIX_ENV})")
+        safe_relpath(uri[len(prefix) + 1:], what=f"{key} object", error=ConfigError)
+        return uri
+    root = os.environ.get(LOCAL_POOL_ROOT_ENV)
+    if not root:
+        raise ConfigError(
+            f"{key}: a run may name a local pool only when the deployment sets ${LOCAL_POOL_ROOT_ENV} "
+            f"(gs:// pools: under ${POOL_PREFIX_ENV})"
+        )
+    path = uri.removeprefix("file://")
+    if not os.path.isabs(path) or not is_within(path, root) or os.path.realpath(path) == os.path.realpath(root):
+        raise ConfigError(f"{key} must be an absolute path under {root!r} (${LOCAL_POOL_ROOT_ENV})")
+    return uri
 
 
 def with_overrides(persona: Persona, overrides: dict[str, Any]) -> Persona:

@@ -1,8 +1,12 @@
 """Stage `generate`: two responses per prompt from the SFT policy, the raw material of preference pairs.
 
 Prompts: the persona's feedback prompts (`feedback_prompts.jsonl`, if the run has
-one) first, then a seeded sample of the shipped pool, `generation.num_prompts`
-in all -> `prompts.jsonl` (kept on rerun, so a resumed run samples nothing new).
+one) first, then a seeded sample of the pool, `generation.num_prompts` in all ->
+`prompts.jsonl` (kept on rerun, so a resumed run samples nothing new). The pool is
+`--pool`, else `generation.prompt_pool` (a path or gs:// URI of {id, prompt} lines,
+minus prompts too close to an evaluation case), else the shipped one. The seed is
+`run_seed`: `generation.seed` with the persona and the run directory's name, so
+each Airflow run samples differently and a rerun of one run samples the same.
 
 Variants per prompt (`variants.jsonl`):
     variant_a  system prompt with every persona constraint, at `strong_temperature` (0.7)
@@ -11,7 +15,7 @@ Variants per prompt (`variants.jsonl`):
                samples in all, alternating the two system prompts, for the reward model to rank
 
 Generation is batched with left padding. Each batch of `generation.batch_size`
-prompts is seeded from (`generation.seed`, batch number, variant), and the
+prompts is seeded from (the run's seed, batch number, variant), and the
 batches are fixed by the order of `prompts.jsonl`, so a rerun after a kill skips
 the prompts already in `variants.jsonl` and regenerates the rest exactly as an
 uninterrupted run would have.
@@ -157,13 +161,55 @@ def _valid_prompts(rows: list[dict[str, Any]], where: str) -> list[dict[str, Any
     return good
 
 
-def select_prompts(persona: Persona, rd: RunDir, pool_path: str | Path | None = None) -> list[dict[str, Any]]:
-    """Feedback prompts first, then a seeded sample of the pool; `num_prompts` in all."""
-    gen = persona.config.generation
-    if pool_path is not None:
-        pool = _valid_prompts(read_jsonl(pool_path), str(pool_path))
-    else:
+def run_seed(persona: Persona, rd: RunDir) -> int:
+    """This run's sampling seed: `generation.seed` with the persona and the run directory's name.
+
+    The run directory is named after the Airflow run id, so a scheduled run draws other prompts
+    and other samples than the last one, while a rerun (or retry) of the same run draws the same.
+    """
+    return derive_seed(persona.config.generation.seed, persona.id, rd.root.name)
+
+
+def load_pool(persona: Persona, rd: RunDir, pool_path: str | Path | None = None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The run's prompt pool and where it came from: `pool_path`, else `generation.prompt_pool`, else the shipped one.
+
+    A user's pool (a path or a gs:// URI, fetched into the run directory) loses the prompts that
+    near-duplicate one of the persona's evaluation cases: training on them would leak the test.
+    """
+    source = str(pool_path) if pool_path is not None else persona.config.generation.prompt_pool
+    if source is None:
         pool = _valid_prompts(load_prompt_pool(persona.id), f"prompt pool of {persona.id!r}")
+        return pool, {"pool": "shipped", "pool_rows": len(pool), "pool_held_out": 0}
+    from dpo_tasks.prompts import load_eval_cases, read_prompt_pool
+    from dpo_tasks.textsim import Index
+
+    local: str | Path = source.removeprefix("file://")
+    if source.startswith("gs://"):
+        from dpo_tasks.store.sync import fetch_file
+
+        try:
+            local = fetch_file(source, rd.root / "prompt_pool.jsonl")
+        except FileNotFoundError as exc:
+            raise ConfigError(f"prompt pool {source!r}: {exc}") from None
+    rows = read_prompt_pool(local, shown=source)
+    cases = Index((c["id"], c["prompt"]) for c in load_eval_cases(persona.id))
+    pool = []
+    held_out = 0
+    for row in rows:
+        match = cases.matches(row["prompt"])
+        if match:
+            held_out += 1
+            log.warning("prompt pool %s: %r skipped, too close to evaluation case %s", source, row["id"], match[0][0])
+            continue
+        pool.append({**row, "source": "pool"})
+    if not pool:
+        raise ConfigError(f"prompt pool {source!r}: every prompt is a near-duplicate of an evaluation case")
+    return pool, {"pool": source, "pool_rows": len(rows), "pool_held_out": held_out}
+
+
+def select_prompts(persona: Persona, rd: RunDir, pool: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Feedback prompts first, then a sample of `pool` seeded by `run_seed`; `num_prompts` in all."""
+    gen = persona.config.generation
     feedback = [{**r, "source": "feedback"} for r in _valid_prompts(read_jsonl(rd.feedback_prompts), str(rd.feedback_prompts))]
     chosen: list[dict[str, Any]] = []
     seen_ids: set[str] = set()
@@ -175,7 +221,7 @@ def select_prompts(persona: Persona, rd: RunDir, pool_path: str | Path | None = 
             seen_text.add(row["prompt"])
     rest = [r for r in pool if r["prompt"] not in seen_text and r["id"] not in seen_ids]
     k = min(gen.num_prompts - len(chosen), len(rest))
-    chosen += random.Random(gen.seed).sample(rest, k)
+    chosen += random.Random(run_seed(persona, rd)).sample(rest, k)
     if not chosen:
         raise ConfigError(f"no usable prompt for persona {persona.id!r}: the pool and the feedback prompts are empty")
     if len(chosen) < gen.num_prompts:
@@ -188,11 +234,14 @@ def run(persona: Persona, run_dir: str | Path | RunDir, *, pool_path: str | Path
 
     rd = (run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)).ensure()
     gen = persona.config.generation
+    seed = run_seed(persona, rd)
+    pool_info: dict[str, Any] = {}
     if rd.prompts.exists():
         prompts = read_jsonl(rd.prompts)
         log.info("reusing %d prompts from %s", len(prompts), rd.prompts)
     else:
-        prompts = select_prompts(persona, rd, pool_path)
+        pool, pool_info = load_pool(persona, rd, pool_path)
+        prompts = select_prompts(persona, rd, pool)
         write_jsonl(rd.prompts, prompts)
 
     done = {r["id"] for r in read_jsonl(rd.variants, tolerate_torn_tail=True)}
@@ -220,7 +269,7 @@ def run(persona: Persona, run_dir: str | Path | RunDir, *, pool_path: str | Path
                     responses[spec.field] = generate_texts(
                         model, tokenizer, conversations,
                         temperature=spec.temperature, top_p=gen.top_p, max_new_tokens=gen.max_new_tokens,
-                        batch_size=len(batch), seed=derive_seed(gen.seed, b, v), label=f"batch {b} {spec.field}", stats=stats,
+                        batch_size=len(batch), seed=derive_seed(seed, b, v), label=f"batch {b} {spec.field}", stats=stats,
                     )
                 for i, p in enumerate(batch):
                     if p["id"] in done:
@@ -240,6 +289,8 @@ def run(persona: Persona, run_dir: str | Path | RunDir, *, pool_path: str | Path
         "sft_adapter": persona.config.model.sft_adapter,
         "prompts": len(prompts),
         "feedback_prompts": sum(p.get("source") == "feedback" for p in prompts),
+        "seed": seed,
+        **pool_info,
         "variants_written": written,
         "resumed": resumed,
         "new_tokens": int(stats.get("new_tokens", 0)),

@@ -11,15 +11,23 @@ Data (shipped in the package, held out from each other):
     dpo_tasks/data/eval/<persona_id>.jsonl      {id, category, prompt}       evaluation cases
 
 A persona without shipped data gets empty lists; the stages that need them say so.
+
+A user's own pool (`generation.prompt_pool`, `generate --pool`) is read by
+`read_prompt_pool`: a bad line is reported with the file and line number and
+skipped; a missing file or one without a usable row is an error naming the file.
 """
 
 from __future__ import annotations
 
+import json
+import logging
 from pathlib import Path
 from typing import Literal
 
-from dpo_tasks.config import Persona
+from dpo_tasks.config import ConfigError, Persona
 from dpo_tasks.runs import read_jsonl
+
+log = logging.getLogger(__name__)
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
 SystemKind = Literal["strong", "weak", "serving"]
@@ -60,3 +68,49 @@ def load_prompt_pool(persona_id: str) -> list[dict]:
 
 def load_eval_cases(persona_id: str) -> list[dict]:
     return read_jsonl(DATA_DIR / "eval" / f"{persona_id}.jsonl")
+
+
+def read_prompt_pool(path: str | Path, *, shown: str | None = None) -> list[dict]:
+    """{id, prompt} rows of a user's pool file; bad lines are logged as `file:line: problem` and skipped.
+
+    `shown` names the file in messages when it was fetched from elsewhere (a gs:// URI).
+    """
+    name = shown or str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"prompt pool {name!r}: no such file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"prompt pool {name!r}: cannot read it ({exc})") from None
+    rows: list[dict] = []
+    seen: set[str] = set()
+    skipped = 0
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        problem = None
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            row, problem = None, f"not JSON ({exc.msg} at column {exc.colno})"
+        if problem is None and not isinstance(row, dict):
+            problem = f"expected an object {{\"id\", \"prompt\"}}, got {type(row).__name__}"
+        if problem is None:
+            pid, prompt = row.get("id"), row.get("prompt")
+            if not isinstance(prompt, str) or not prompt.strip():
+                problem = f"'prompt' must be a non-empty string, got {prompt!r}"
+            elif not isinstance(pid, (str, int)) or isinstance(pid, bool) or not str(pid).strip():
+                problem = f"'id' must be a non-empty string or number, got {pid!r}"
+            elif str(pid) in seen:
+                problem = f"duplicate id {str(pid)!r}"
+        if problem:
+            skipped += 1
+            log.warning("%s:%d: %s; line skipped", name, lineno, problem)
+            continue
+        seen.add(str(pid))
+        rows.append({"id": str(pid), "prompt": prompt.strip()})
+    if not rows:
+        raise ConfigError(f"prompt pool {name!r} has no usable row ({skipped} bad lines; each line is {{\"id\", \"prompt\"}})")
+    if skipped:
+        log.warning("prompt pool %s: %d usable rows, %d lines skipped", name, len(rows), skipped)
+    return rows

@@ -21,6 +21,7 @@ from dpo_tasks.config import ConfigError, PipelineConfig, check_run_overrides
 # form field -> dotted config key it overrides
 PARAM_KEYS: dict[str, str] = {
     "num_prompts": "generation.num_prompts",
+    "prompt_pool": "generation.prompt_pool",
     "judge": "labeling.judge",
     "eval_judge": "evaluation.judge",
     "min_win_rate_lower_bound": "gate.min_win_rate_lower_bound",
@@ -40,6 +41,12 @@ def persona_params(cfg: PipelineConfig) -> dict[str, Param]:
             cfg.generation.num_prompts, type="integer", minimum=1, maximum=100_000,
             title="Number of prompts",
             description="Prompts sampled from the persona's pool; each gives one chosen/rejected pair at most.",
+        ),
+        "prompt_pool": Param(
+            None, type=["null", "string"], title="Prompt pool",
+            description="Your own prompts instead of the persona's pool: a JSONL file of {\"id\", \"prompt\"} lines, "
+            "a gs:// URI under the deployment's $PERSONA_DPO_POOL_PREFIX (or a path under $PERSONA_DPO_LOCAL_POOL_ROOT). "
+            "Empty: the pool the persona is configured with.",
         ),
         "judge": Param(
             cfg.labeling.judge, type="string", enum=_choices(cfg.labeling.judge, "rules", "groq"),

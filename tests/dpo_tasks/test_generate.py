@@ -45,14 +45,16 @@ def test_two_variants_per_prompt_with_strong_and_weak_system_prompts(persona, po
     assert read_json(rd.stage_summary("generate")) == summary
 
 
-def test_same_seed_same_file_other_seed_other_file(persona, pool, tmp_path):
+def test_same_run_and_seed_same_file_other_run_or_seed_other_file(persona, pool, tmp_path):
+    """The sampling seed is generation.seed with the run's name: a rerun of a run replays it, the next run does not."""
     runs = {}
-    for name, seed in [("a", 42), ("b", 42), ("c", 7)]:
-        rd = RunDir(tmp_path / name)
-        generate.run(with_overrides(persona, {"generation": {"seed": seed}}), rd, pool_path=pool)
+    for name, run, seed in [("a", "run1", 42), ("b", "run1", 42), ("c", "run1", 7), ("d", "run2", 42)]:
+        rd = RunDir(tmp_path / name / run)
+        summary = generate.run(with_overrides(persona, {"generation": {"seed": seed}}), rd, pool_path=pool)
         runs[name] = rd.variants.read_text()
+        assert summary["seed"] == generate.run_seed(with_overrides(persona, {"generation": {"seed": seed}}), rd)
     assert runs["a"] == runs["b"]
-    assert runs["a"] != runs["c"]
+    assert runs["a"] != runs["c"] and runs["a"] != runs["d"]
 
 
 @pytest.mark.parametrize(
@@ -64,11 +66,11 @@ def test_same_seed_same_file_other_seed_other_file(persona, pool, tmp_path):
     ],
 )
 def test_resume_after_kill_gives_the_uninterrupted_file(persona, pool, tmp_path, keep_lines, torn):
-    full = RunDir(tmp_path / "full")
+    full = RunDir(tmp_path / "full" / "run")  # same run name: same seed
     generate.run(persona, full, pool_path=pool)
     expected = full.variants.read_text()
 
-    killed = RunDir(tmp_path / "killed")
+    killed = RunDir(tmp_path / "killed" / "run")
     generate.run(persona, killed, pool_path=pool)
     lines = killed.variants.read_text().splitlines(keepends=True)
     partial = "".join(lines[:keep_lines]) + (lines[keep_lines][:25] if torn else "")
@@ -100,10 +102,10 @@ def test_feedback_prompts_come_first(persona, pool, tmp_path):
 def test_bad_pool_rows_are_reported_and_skipped(persona, tmp_path, caplog):
     pool = write_jsonl(tmp_path / "pool.jsonl", [{"id": "ok1", "prompt": "Tacos?"}, {"id": "bad", "prompt": "  "}, {"prompt": "no id"}, {"id": "ok2", "prompt": "Mole?"}])
     rd = RunDir(tmp_path / "run")
-    with caplog.at_level(logging.WARNING, logger="dpo_tasks.generate"):
+    with caplog.at_level(logging.WARNING):
         generate.run(persona, rd, pool_path=pool)
     assert sorted(p["id"] for p in read_jsonl(rd.prompts)) == ["ok1", "ok2"]
-    assert "row 2" in caplog.text and "row 3" in caplog.text
+    assert f"{pool}:2:" in caplog.text and f"{pool}:3:" in caplog.text
     assert "only 2 prompts available" in caplog.text
 
 
