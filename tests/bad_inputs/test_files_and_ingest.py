@@ -398,3 +398,169 @@ def test_latest_pointer_damage_is_named(tmp_path, make, fragment):
     make(ns / "LATEST")
     with pytest.raises(InputFileError, match=fragment):
         store.latest("persona_e_mexican_vegan")
+
+
+# --- feedback ingest (real PostgreSQL) ---------------------------------------------------------
+
+import json as _json  # noqa: E402
+import os  # noqa: E402
+
+from dpo_tasks.feedback.ingest import ingest  # noqa: E402
+
+PG_ADMIN = os.environ.get("PERSONA_DPO_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+P = "persona_e_mexican_vegan"
+
+
+@pytest.fixture(scope="module")
+def feedback_url():
+    import psycopg2
+
+    from dpo_tasks.feedback.db import create_database, drop_database, migrate
+
+    url = create_database(PG_ADMIN, prefix="test_bad_ingest")
+    conn = psycopg2.connect(url)
+    try:
+        migrate(conn)
+    finally:
+        conn.close()
+    yield url
+    drop_database(PG_ADMIN, url)
+
+
+@pytest.fixture
+def fdb(feedback_url):
+    import psycopg2
+
+    conn = psycopg2.connect(feedback_url)
+    with conn.cursor() as cur:
+        cur.execute("TRUNCATE feedback, feedback_watermarks, feedback_triggers RESTART IDENTITY")
+    conn.commit()
+    yield conn
+    conn.close()
+
+
+def _stored(conn) -> list[tuple]:
+    with conn.cursor() as cur:
+        cur.execute("SELECT id, persona_id, prompt, response, rating, comment, source_key FROM feedback ORDER BY id")
+        rows = cur.fetchall()
+    conn.rollback()
+    return rows
+
+
+def j(**fields) -> bytes:
+    row = {"persona_id": P, "prompt": "tacos?", "response": "Bean tacos", "rating": "good"} | fields
+    return _json.dumps(row, ensure_ascii=False).encode() + b"\n"
+
+
+CSV_HEAD = b"persona_id,prompt,response,rating,comment\n"
+
+
+def c(response: str = "Bean tacos", rating: str = "up", comment: str = "") -> bytes:
+    return f"{P},tacos?,{response},{rating},{comment}\n".encode()
+
+
+# (name, bytes loaded first or None, file name, bytes, (inserted, already, conflicts, bad), error fragments)
+INGEST_CASES = [
+    pytest.param(None, "a.jsonl", j() + j(rating="bad"), (2, 0, 0, 0), [], id="ingest-valid"),
+    pytest.param(None, "a.jsonl", j() + j(prompt="t\xff").replace(b"t\xc3\xbf", b"t\xff") + j(response="x"), (2, 0, 0, 1),
+                 ["a.jsonl:2: not UTF-8"], id="ingest-bad-byte-line"),
+    pytest.param(None, "a.jsonl", j(prompt="tacos\u2028por favor") + j(prompt="x\u0085y"), (2, 0, 0, 0), [], id="ingest-u2028-u0085"),
+    pytest.param(None, "a.jsonl", b"\xef\xbb\xbf" + j() + j(rating="bad"), (2, 0, 0, 0), [], id="ingest-bom"),
+    pytest.param(None, "a.jsonl", j() + b"[" * 50_000 + b"\n" + j(rating="bad"), (2, 0, 0, 1), ["a.jsonl:2: ", "nested deeper"],
+                 id="ingest-deep-json"),
+    pytest.param(None, "a.jsonl", j() + b'{"rating": ' + b"1" * 5000 + b"}\n", (1, 0, 0, 1), ["a.jsonl:2: ", "4300 digits"],
+                 id="ingest-huge-number"),
+    pytest.param(None, "a.jsonl", j() + b'{"persona_id": "' + P.encode() + b'", "prompt": "\\udc00", "response": "r", "rating": "good"}\n',
+                 (1, 0, 0, 1), ["a.jsonl:2: ", "lone UTF-16 surrogate"], id="ingest-lone-surrogate"),
+    pytest.param(None, "a.jsonl", j(comment="a\x00b"), (0, 0, 0, 1), ["a.jsonl:1: field 'comment' contains a NUL"], id="ingest-nul"),
+    pytest.param(None, "a.jsonl", j(comment="tab\there\r\nback\\slash \\N"), (1, 0, 0, 0), [], id="ingest-copy-escapes"),
+    pytest.param(None, "a.jsonl", j(comment="x'); DROP TABLE feedback; --"), (1, 0, 0, 0), [], id="ingest-sql-text"),
+    pytest.param(None, "a.jsonl", b'["a"]\n' + j(), (1, 0, 0, 1), ["a.jsonl:1: expected an object"], id="ingest-json-array-line"),
+    pytest.param(None, "a.jsonl", j(id="x" * 300), (0, 0, 0, 1), ["at most 256 characters"], id="ingest-id-too-long"),
+    pytest.param(None, "a.jsonl", j(id={"a": 1}), (0, 0, 0, 1), ["field 'id' = {'a': 1} must be a string"], id="ingest-id-object"),
+    pytest.param(None, "a.jsonl", j(id="a\nb"), (0, 0, 0, 1), ["must be printable"], id="ingest-id-newline"),
+    pytest.param(None, "a.jsonl", j(created_at="yesterday"), (0, 0, 0, 1), ["not an ISO 8601 time"], id="ingest-bad-time"),
+    pytest.param(None, "a.jsonl", j(persona_id=P + "\n"), (0, 0, 0, 1), ["field 'persona_id'", "is invalid"], id="ingest-persona-newline"),
+    pytest.param(None, "a.jsonl", j(rating=["good"]), (0, 0, 0, 1), ["field 'rating' = ['good'] is invalid"], id="ingest-rating-list"),
+    pytest.param(None, "a.jsonl", j(prompt="p" * 100_001), (0, 0, 0, 1), ["is 100001 characters long (limit 100000)"], id="ingest-text-limit"),
+    pytest.param(None, "a.jsonl", b"", (0, 0, 0, 0), [], id="ingest-empty"),
+    pytest.param(None, "a.csv", CSV_HEAD + c() + c("Bad \xff byte").replace(b"\xc3\xbf", b"\xff") + c("Beef", "down"), (2, 0, 0, 1),
+                 ["a.csv:3: not UTF-8"], id="csv-bad-byte-row"),
+    pytest.param(None, "a.csv", CSV_HEAD + c("r" * 150_000) + c("Beef", "down"), (1, 0, 0, 1),
+                 ["a.csv:2: a field is longer than 131072"], id="csv-field-over-csv-limit"),
+    pytest.param(None, "a.csv", CSV_HEAD + c("r" * 120_000) + c("Beef", "down"), (1, 0, 0, 1),
+                 ["a.csv:2: field 'response' is 120000 characters long (limit 100000)"], id="csv-field-over-text-limit"),
+    pytest.param(None, "a.csv", CSV_HEAD + c() + c('"unterminated') + c("Beef", "down") + c("Rice", "up"), (3, 0, 0, 1),
+                 ["a.csv:3: unterminated quoted field"], id="csv-unterminated-quote"),
+    pytest.param(None, "a.csv", CSV_HEAD + c('"never closed') + b"".join(c(f"r{i}") for i in range(2500)), (2500, 0, 0, 1),
+                 ["a.csv:2: unterminated quoted field"], id="csv-unterminated-quote-long-tail"),
+    pytest.param(None, "a.csv", CSV_HEAD + c('"Bean tacos\nwith salsa"') + c("Beef", "down"), (2, 0, 0, 0), [], id="csv-multiline-cell"),
+    pytest.param(None, "a.csv", b"\xef\xbb\xbf" + CSV_HEAD + c(), (1, 0, 0, 0), [], id="csv-bom"),
+    pytest.param(None, "a.csv", (CSV_HEAD + c() + c("Beef", "down")).replace(b"\n", b"\r\n"), (2, 0, 0, 0), [], id="csv-crlf"),
+    pytest.param(None, "a.csv", CSV_HEAD, (0, 0, 0, 0), [], id="csv-header-only"),
+    pytest.param(None, "a.csv", CSV_HEAD + c() + c("x", "up", "c,extra"), (1, 0, 0, 1), ["a.csv:3: 1 more cell(s)"], id="csv-extra-cell"),
+    pytest.param(None, "a.csv", CSV_HEAD + c() + f'{P},t,x"y,up,\n'.encode(), (2, 0, 0, 0), [], id="csv-stray-quote-in-cell"),
+    pytest.param(None, "a.csv", CSV_HEAD + c() + f'{P},t,"x"y,up,\n'.encode() + c("z"), (2, 0, 0, 1), ["a.csv:3: malformed CSV"],
+                 id="csv-text-after-closing-quote"),
+    pytest.param(None, "a.csv", b"persona_id,prompt,response,Rating\n" + f"{P},t,r,up\n".encode(), (0, 0, 0, 1),
+                 ["unknown field(s) ['Rating']"], id="csv-unknown-column"),
+    pytest.param(None, "a.jsonl", j(id="app-1") + j(id="app-1"), (1, 1, 0, 0), [], id="same-id-same-content-in-file"),
+    pytest.param(None, "a.jsonl", j(id="app-1") + j(id="app-1", rating="bad"), (1, 0, 1, 0),
+                 ["a.jsonl:2: conflicts with stored feedback row 1", "rating 'good'"], id="same-id-conflict-in-file"),
+    pytest.param(j(id="app-1"), "b.jsonl", j(id="app-1", rating="bad"), (0, 0, 1, 0),
+                 ["b.jsonl:1: conflicts with stored feedback row 1"], id="existing-id-conflict"),
+    pytest.param(j(id="app-1"), "b.jsonl", j(id="app-1"), (0, 1, 0, 0), [], id="existing-id-same"),
+    pytest.param(j(), "b.jsonl", j(), (1, 0, 0, 0), [], id="identical-id-less-rating-in-later-file"),
+    pytest.param(j() + j(rating="bad"), "a.jsonl", j() + j(rating="bad"), (0, 2, 0, 0), [], id="same-file-twice"),
+    pytest.param(j() + j(rating="bad"), "a.jsonl", j() + j(rating="bad") + j() + j(response="new"), (2, 2, 0, 0), [],
+                 id="appended-file"),
+    pytest.param(j() + j(rating="bad"), "a.jsonl", j(response="changed") + j(rating="bad"), (1, 1, 0, 0), [],
+                 id="same-name-edited-line"),
+    pytest.param(None, "a.jsonl", j() + j() + j(), (3, 0, 0, 0), [], id="identical-id-less-in-one-file"),
+]
+
+
+@pytest.mark.parametrize(("before", "name", "data", "counts", "fragments"), INGEST_CASES)
+def test_feedback_ingest(fdb, tmp_path, before, name, data, counts, fragments):
+    if before is not None:
+        (tmp_path / "first").mkdir()
+        first = tmp_path / "first" / name.replace("b.", "a.")
+        first.write_bytes(before)
+        ingest(fdb, first, known_personas={P})
+    stored = _stored(fdb)
+    path = tmp_path / name
+    path.write_bytes(data)
+    report = ingest(fdb, path, known_personas={P})
+    assert (report.inserted, report.already_loaded, report.conflicts, report.bad_rows) == counts, report.errors
+    for fragment in fragments:
+        assert any(fragment in e for e in report.errors), (fragment, report.errors)
+    assert len(report.errors) == counts[2] + counts[3]
+    after = _stored(fdb)
+    # Nothing stored changed, and every reported-good row is there.
+    assert after[: len(stored)] == stored
+    assert len(after) == len(stored) + counts[0]
+    assert report.rows == report.valid + report.bad_rows
+    assert path.read_bytes() == data
+
+
+def test_ingest_keeps_text_verbatim(fdb, tmp_path):
+    text = "tab\there\r\nback\\slash \\N \u2028 \u0085 ü"
+    path = tmp_path / "a.jsonl"
+    path.write_bytes(j(comment=text, prompt="tacos\u2028?"))
+    ingest(fdb, path, known_personas={P})
+    (row,) = _stored(fdb)
+    assert row[5] == text and row[2] == "tacos\u2028?"
+
+
+def test_ingest_directory_is_exit_2(tmp_path, capsys):
+    rc = cli.main(["ingest-feedback", str(tmp_path), "--dry-run", "--any-persona"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "is a directory, expected a feedback file" in err and "Traceback" not in err
+
+
+def test_ingest_dry_run_counts_without_a_database(tmp_path, capsys):
+    path = tmp_path / "a.jsonl"
+    path.write_bytes(j() + b"{bad\n" + j(rating="bad"))
+    rc = cli.main(["ingest-feedback", str(path), "--dry-run", "--any-persona"])
+    out = capsys.readouterr()
+    assert rc == 1 and "3 rows, 2 valid, 1 bad" in out.out and "a.jsonl:2: not valid JSON" in out.err
