@@ -8,13 +8,15 @@ Forms covered: a URL's userinfo password (`scheme://user:PASSWORD@host`), secret
 parameters (`?password=`, `&token=`, `api_key=`, ...), `key=value` DSN fields (libpq's
 `password=`, quoted or not), credential headers (`Authorization: Bearer/Basic ...`,
 `x-api-key:`, `x-goog-api-key:`, in header or dict-repr form), and bare API keys of known shapes
-(Groq `gsk_...`, Google `AIza...`, OAuth `ya29....`). The CLI installs `RedactingFilter` on its
-log handler, so a stage's log lines pass through here too. Only `re`: the DAG files may import it.
+(Groq `gsk_...`, Google `AIza...`, OAuth `ya29....`), and the value of any secret environment
+variable of this process (`*_API_KEY`, `*PASSWORD`, `*SECRET`, `*TOKEN`) wherever it appears. The CLI installs `RedactingFilter` on its
+log handler, so a stage's log lines pass through here too. Only the standard library: the DAG files may import it.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import re
 from typing import Any
 
@@ -36,7 +38,10 @@ _HEADER = re.compile(
 )
 # "password": "x" in JSON or a dict repr.
 _QUOTED_FIELD = re.compile(rf"(?P<pre>['\"]{_SECRET_KEYS}['\"]\s*:\s*)(?P<secret>'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\")", re.IGNORECASE)
-_KNOWN_KEYS = re.compile(r"\b(?:gsk_[A-Za-z0-9]{16,}|AIza[0-9A-Za-z_-]{30,}|ya29\.[0-9A-Za-z._-]{10,}|sk-[A-Za-z0-9_-]{16,})")
+_KNOWN_KEYS = re.compile(r"\b(?:gsk_[A-Za-z0-9_]{16,}|AIza[0-9A-Za-z_-]{30,}|ya29\.[0-9A-Za-z._-]{10,}|sk-[A-Za-z0-9_-]{16,})")
+# The values of this process's secret environment variables are masked wherever they appear.
+_SECRET_ENV = re.compile(r"(?:API_KEY|PASSWORD|PASSWD|SECRET|TOKEN|CREDENTIALS?)$|^(?:PGPASSWORD|GROQ_API_KEY|GEMINI_API_KEY|GOOGLE_API_KEY)$", re.IGNORECASE)
+_MIN_SECRET_LEN = 8
 
 
 def redact(text: Any) -> str:
@@ -48,7 +53,11 @@ def redact(text: Any) -> str:
     s = _HEADER.sub(lambda m: f"{m['pre']}{MASK}", s)
     s = _QUOTED_FIELD.sub(lambda m: f"{m['pre']}{m['secret'][0]}{MASK}{m['secret'][0]}", s)
     s = _KEY_VALUE.sub(lambda m: f"{m['pre']}{MASK}", s)
-    return _KNOWN_KEYS.sub(MASK, s)
+    s = _KNOWN_KEYS.sub(MASK, s)
+    for name, value in os.environ.items():
+        if len(value) >= _MIN_SECRET_LEN and _SECRET_ENV.search(name) and value in s:
+            s = s.replace(value, MASK)
+    return s
 
 
 class RedactingFilter(logging.Filter):

@@ -17,6 +17,7 @@ from typing import Any
 from airflow.sdk import Param
 
 from dpo_tasks.config import ConfigError, PipelineConfig, check_run_overrides
+from dpo_tasks.loaders import brief
 
 # form field -> dotted config key it overrides
 PARAM_KEYS: dict[str, str] = {
@@ -89,20 +90,34 @@ def _set_arg(key: str, value: Any) -> str:
     return f"{key}={json.dumps(value)}"
 
 
+def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
 def overrides_from_params(params: dict[str, Any]) -> list[str]:
-    """The run's `--set` arguments (without the flag), in a stable order.
+    """The run's `--set` arguments (without the flag), in a stable order: one per dotted key.
 
-    ConfigError names any key the run may not set (`config.RUN_SETTABLE`).
+    `overrides` may be dotted (`{"training.beta": 0.2}`) or nested (`{"training": {"beta": 0.2}}`)
+    and wins over the form's fields for the same key. ConfigError names any key the run may not set
+    (`config.RUN_SETTABLE`).
     """
-    from dpo_tasks.cli import parse_overrides
-
-    sets = [_set_arg(key, params[name]) for name, key in PARAM_KEYS.items() if params.get(name) is not None]
+    values = {key: params[name] for name, key in PARAM_KEYS.items() if params.get(name) is not None}
     extra = params.get("overrides") or {}
     if not isinstance(extra, dict):
-        raise ConfigError(f"run conf 'overrides' = {extra!r} must be an object of dotted.key: value")
-    for key, value in sorted(extra.items()):
+        raise ConfigError(f"run conf 'overrides' = {brief(extra)} must be an object of dotted.key: value")
+    for key in extra:
         if not isinstance(key, str) or not key.strip() or key.startswith(".") or key.endswith(".") or ".." in key or "=" in key:
-            raise ConfigError(f"run conf 'overrides' has a bad key {key!r}; expected a dotted config key")
-        sets.append(_set_arg(key, value))
-    check_run_overrides(parse_overrides(sets), where="run conf 'overrides'")
-    return sets
+            raise ConfigError(f"run conf 'overrides' has a bad key {brief(key)}; expected a dotted config key")
+    check_run_overrides(extra, where="run conf 'overrides'")
+    flat = _flatten(extra)
+    conflicts = sorted(k for k in flat if any(o.startswith(k + ".") for o in flat))
+    if conflicts:
+        raise ConfigError(f"run conf 'overrides' sets {brief(conflicts[0])} both as a value and as a section; give one")
+    values.update(flat)
+    return [_set_arg(key, values[key]) for key in [*(k for k in PARAM_KEYS.values() if k in values), *sorted(set(values) - set(PARAM_KEYS.values()))]]

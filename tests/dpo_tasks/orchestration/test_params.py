@@ -79,7 +79,7 @@ def test_form_values_become_set_overrides(persona):
         pytest.param({"model.base": "/m/tiny"}, "'model.base' cannot be set by a run", id="model-path"),
         pytest.param({"training.runner": "kubernetes"}, "'training.runner' cannot be set by a run", id="runner"),
         pytest.param({"training": {"kubernetes": {"image": "evil"}}}, "'training.kubernetes.image' cannot be set", id="nested-k8s"),
-        pytest.param({"training": 1, "training.epochs": 2}, "conflicts", id="conflicting-keys"),
+        pytest.param({"generation.seed": 1, "generation.seed.x": 2}, "both as a value and as a section", id="conflicting-keys"),
     ],
 )
 def test_bad_extra_overrides_are_named(overrides, match):
