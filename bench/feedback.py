@@ -10,16 +10,27 @@ poll would cost without the `feedback_rollup` table). Prints the EXPLAIN
 (ANALYZE, BUFFERS) plan of the poll. Goal: an index scan and under 50 ms per
 persona. The database is dropped at the end.
 
-    python bench/feedback.py [--rows 1000000] [--polls 20] [--admin-url postgresql://postgres@127.0.0.1:5432/postgres]
+Then `ingest-feedback` itself: a JSONL file of `--ingest-rows` ratings
+(default 1,000,000; a tenth with an app id) is loaded by the CLI in a
+subprocess, once with `--dry-run` and once into a fresh database, and the wall
+time and the peak RSS of that process are printed (goal: under 300 MB).
+
+    python bench/feedback.py [--rows 1000000] [--polls 20] [--ingest-rows 1000000] [--admin-url postgresql://postgres@127.0.0.1:5432/postgres]
 """
 
 from __future__ import annotations
 
 import argparse
 import io
+import json
+import os
 import random
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
+from pathlib import Path
 
 import psycopg2
 
@@ -119,11 +130,56 @@ def explain(conn, persona_id: str) -> str:
     return plan
 
 
+def write_ingest_file(path: Path, personas: list[str], rows: int, seed: int = 11) -> None:
+    rng = random.Random(seed)
+    with open(path, "w", encoding="utf-8") as fh:
+        for i in range(rows):
+            pid = rng.choice(personas)
+            row = {"persona_id": pid, "prompt": f"recipe request {rng.randrange(500)} for {pid}",
+                   "response": f"a recipe answer {rng.randrange(10**6)} " + "with some steps " * 8,
+                   "rating": "good" if rng.random() < 0.7 else "bad", "model_version": f"v{rng.randrange(1, 6)}"}
+            if i % 10 == 0:
+                row["id"] = f"app-{i}"
+            fh.write(json.dumps(row) + "\n")
+
+
+def run_measured(argv: list[str], env: dict[str, str]) -> tuple[float, float, int, str]:
+    """(wall seconds, peak RSS in MB, exit code, last stdout line) of one CLI process."""
+    start = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-m", "dpo_tasks", *argv], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)
+    out = proc.stdout.read().decode()  # type: ignore[union-attr]
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    wall = time.perf_counter() - start
+    return wall, usage.ru_maxrss / 1024, proc.returncode, out.strip().splitlines()[-1] if out.strip() else ""
+
+
+def bench_ingest(admin_url: str, personas: list[str], rows: int) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "feedback.jsonl"
+        write_ingest_file(path, personas, rows)
+        size_mb = path.stat().st_size / 2**20
+        url = create_database(admin_url, prefix="bench_ingest")
+        try:
+            conn = psycopg2.connect(url)
+            migrate(conn)
+            conn.close()
+            env = {**os.environ, "FEEDBACK_DB_URL": url}
+            print(f"\ningest-feedback, {rows:,} rows ({size_mb:.0f} MB JSONL, a tenth with an app id), one process each:")
+            for label, extra in (("--dry-run", ["--dry-run"]), ("into PostgreSQL", []), ("same file again", [])):
+                wall, rss, rc, last = run_measured(["ingest-feedback", str(path), *extra], env)
+                print(f"  {label:<16} {wall:6.1f} s  ({rows / wall:,.0f} rows/s)  peak RSS {rss:5.0f} MB  "
+                      f"(goal < 300 MB: {'met' if rss < 300 else 'NOT met'})  exit {rc}: {last}")
+        finally:
+            drop_database(admin_url, url)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--polls", type=int, default=20, help="timed polls per persona and watermark (median reported)")
     parser.add_argument("--admin-url", default="postgresql://postgres@127.0.0.1:5432/postgres")
+    parser.add_argument("--ingest-rows", type=int, default=1_000_000, help="rows for the ingest-feedback measurement (0: skip)")
     args = parser.parse_args()
 
     personas = sorted(load_personas().personas)
@@ -177,6 +233,8 @@ def main() -> int:
         conn.close()
     finally:
         drop_database(args.admin_url, url)
+    if args.ingest_rows:
+        bench_ingest(args.admin_url, personas, args.ingest_rows)
     return 0
 
 

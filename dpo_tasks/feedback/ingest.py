@@ -268,11 +268,12 @@ def read_records(path: Path) -> Iterator[tuple[int, Any]]:
     return iter_jsonl(path, what="feedback file")
 
 
-# Staged per batch, then inserted with one statement; the temporary table lives as long as the transaction.
+# Staged per batch, then inserted with one statement; the temporary tables live as long as the transaction.
 STAGE_SQL = (
     "CREATE TEMPORARY TABLE IF NOT EXISTS feedback_ingest_stage ("
     " line BIGINT, persona_id TEXT, model_version TEXT, prompt TEXT, response TEXT, rating TEXT, comment TEXT,"
-    " created_at TIMESTAMPTZ, source_key TEXT, source_digest TEXT) ON COMMIT DROP"
+    " created_at TIMESTAMPTZ, source_key TEXT, source_digest TEXT) ON COMMIT DROP;"
+    " CREATE TEMPORARY TABLE IF NOT EXISTS feedback_ingest_new (source_key TEXT PRIMARY KEY) ON COMMIT DROP"
 )
 COPY_SQL = (
     "COPY feedback_ingest_stage (line, persona_id, model_version, prompt, response, rating, comment, created_at,"
@@ -280,18 +281,21 @@ COPY_SQL = (
 )
 # The first line of each key in the batch is the candidate; ON CONFLICT leaves stored rows alone.
 INSERT_SQL = (
-    "INSERT INTO feedback (persona_id, model_version, prompt, response, rating, comment, created_at, source_key, source_digest)"
+    "WITH inserted AS ("
+    " INSERT INTO feedback (persona_id, model_version, prompt, response, rating, comment, created_at, source_key, source_digest)"
     " SELECT persona_id, model_version, prompt, response, rating, comment, coalesce(created_at, now()), source_key, source_digest"
     " FROM (SELECT DISTINCT ON (source_key) * FROM feedback_ingest_stage ORDER BY source_key, line) first_lines"
     " ORDER BY line"
-    " ON CONFLICT (source_key) DO NOTHING RETURNING source_key"
+    " ON CONFLICT (source_key) DO NOTHING RETURNING source_key)"
+    " INSERT INTO feedback_ingest_new SELECT source_key FROM inserted"
 )
 # Every staged line that did not become a row: same content as the stored row, or a conflict.
 NOT_INSERTED_SQL = (
     "SELECT s.line, s.source_key, f.source_digest IS NULL OR f.source_digest = s.source_digest, f.rating, f.id"
-    " FROM feedback_ingest_stage s JOIN feedback f ON f.source_key = s.source_key"
-    " WHERE NOT (s.source_key = ANY(%(inserted)s)"
-    "            AND s.line = (SELECT min(x.line) FROM feedback_ingest_stage x WHERE x.source_key = s.source_key))"
+    " FROM (SELECT line, source_key, source_digest, row_number() OVER (PARTITION BY source_key ORDER BY line) AS nth"
+    "       FROM feedback_ingest_stage) s"
+    " JOIN feedback f ON f.source_key = s.source_key"
+    " WHERE s.nth > 1 OR NOT EXISTS (SELECT 1 FROM feedback_ingest_new n WHERE n.source_key = s.source_key)"
     " ORDER BY s.line"
 )
 
@@ -308,12 +312,12 @@ def _flush(cur: Any, batch: list[dict[str, Any]], report: IngestReport, name: st
     cols = ("line", "persona_id", "model_version", "prompt", "response", "rating", "comment", "created_at",
             "source_key", "source_digest")
     text = "".join("\t".join(_copy_text(row[c]) for c in cols) + "\n" for row in batch)
-    cur.execute("TRUNCATE feedback_ingest_stage")
+    cur.execute("TRUNCATE feedback_ingest_stage, feedback_ingest_new")
     cur.copy_expert(COPY_SQL, io.StringIO(text))
+    cur.execute("ANALYZE feedback_ingest_stage")
     cur.execute(INSERT_SQL)
-    inserted = [r[0] for r in cur.fetchall()]
-    report.inserted += len(inserted)
-    cur.execute(NOT_INSERTED_SQL, {"inserted": inserted})
+    report.inserted += max(cur.rowcount, 0)
+    cur.execute(NOT_INSERTED_SQL)
     for line, key, same, rating, row_id in cur.fetchall():
         if same:
             report.already_loaded += 1
