@@ -660,9 +660,13 @@ def check_run_overrides(overrides: dict[str, Any], *, where: str) -> None:
             "connection ids, Kubernetes settings, model ids and paths, the runner and store locations come from "
             "the deployment (personas.yaml, the environment, Airflow connections)"
         )
-    generation = (overrides or {}).get("generation")
-    if isinstance(generation, dict) and generation.get("prompt_pool") is not None:
-        check_run_pool(generation["prompt_pool"], where=where)
+    # Nested ({"generation": {"prompt_pool": ...}}) or dotted ({"generation.prompt_pool": ...}) alike.
+    node: Any = overrides or {}
+    pool = node.get("generation.prompt_pool")
+    if pool is None and isinstance(node.get("generation"), dict):
+        pool = node["generation"].get("prompt_pool")
+    if pool is not None:
+        check_run_pool(pool, where=where)
 
 
 POOL_PREFIX_ENV = "PERSONA_DPO_POOL_PREFIX"

@@ -120,4 +120,6 @@ def overrides_from_params(params: dict[str, Any]) -> list[str]:
     if conflicts:
         raise ConfigError(f"run conf 'overrides' sets {brief(conflicts[0])} both as a value and as a section; give one")
     values.update(flat)
+    # The form's fields too: a value can be refused by where it points (generation.prompt_pool).
+    check_run_overrides(values, where="run conf")
     return [_set_arg(key, values[key]) for key in [*(k for k in PARAM_KEYS.values() if k in values), *sorted(set(values) - set(PARAM_KEYS.values()))]]

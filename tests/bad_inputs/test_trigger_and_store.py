@@ -121,6 +121,9 @@ PERSONA_TRIGGERS = [
     pytest.param({}, {"feedback": {"persona_id": PERSONA, "from_id": "1; DROP", "to_id": 2}}, ["run conf 'feedback'"], id="refuse-feedback-not-int"),
     pytest.param({}, {"feedback": {"persona_id": PERSONA, "from_id": 9, "to_id": 2}}, ["run conf 'feedback'"], id="refuse-feedback-reversed"),
     pytest.param({}, {"feedback": "all"}, ["run conf 'feedback'"], id="refuse-feedback-not-mapping"),
+    pytest.param({"overrides": {"generation.prompt_pool": "/etc/passwd"}}, None, ["'generation.prompt_pool'", "PERSONA_DPO_LOCAL_POOL_ROOT"], id="refuse-pool-dotted-outside"),
+    pytest.param({"overrides": {"generation": {"prompt_pool": "/etc/passwd"}}}, None, ["'generation.prompt_pool'"], id="refuse-pool-nested-outside"),
+    pytest.param({"prompt_pool": "gs://any-bucket/pool.jsonl"}, None, ["'generation.prompt_pool'", "PERSONA_DPO_POOL_PREFIX"], id="refuse-pool-form-field-gs"),
     # What a run may change.
     pytest.param({"overrides": {"training.learning_rate": 1e-4}}, None, [], id="accept-learning-rate"),
     pytest.param({"overrides": {"generation.seed": 7, "generation.top_p": 0.9}}, None, [], id="accept-generation-prefix"),
