@@ -28,7 +28,8 @@ Outputs in `<run_dir>/eval/`:
     summary_stats.json       judge, n, wins, losses, ties, win_rate, ci_low, ci_high,
                              per_category, criteria_means, confidence, baseline, candidate,
                              eval_judge, label_judge, same_judge, usable_rate, second_opinion,
-                             failed, failed_cases, judged_fraction, checklists_written, ...
+                             failed, failed_cases, judged_fraction, checklists_written,
+                             truncation_rate (per model: answers that hit max_new_tokens), ...
     evaluation_report.html   offline HTML report with charts (dpo_tasks.report)
 
 Usage:
@@ -111,8 +112,11 @@ def _answer_key(model_id: dict[str, Any], conversation: list[dict[str, str]], sa
 
 def generate_answers(
     persona: Persona, cases: list[dict[str, Any]], *, role: str, base: str, adapter: str | None, out: Path,
-) -> dict[str, str]:
-    """Answers of one model for every case, reusing `out` (responses.jsonl) and appending new batches."""
+) -> tuple[dict[str, str], dict[str, bool | None]]:
+    """Answers of one model for every case, reusing `out` (responses.jsonl) and appending new batches.
+
+    Returns (answers, cut_off) by case id; cut_off is None for answers cached before it was recorded.
+    """
     cfg = persona.config
     model_id = {"base": base, "adapter": _adapter_fingerprint(Path(adapter)) if adapter else None}
     batch = cfg.generation.batch_size
@@ -124,13 +128,15 @@ def generate_answers(
                     "max_new_tokens": cfg.evaluation.max_new_tokens, "seed": cfg.evaluation.seed + start}
         convs = [_conversation(persona, c["prompt"]) for c in chunk]
         plan.append((chunk, convs, sampling, [_answer_key(model_id, conv, sampling) for conv in convs]))
-    cached = {r["key"]: r["response"] for r in read_jsonl(out, tolerate_torn_tail=True) if r.get("role") == role}
+    records = {r["key"]: r for r in read_jsonl(out, tolerate_torn_tail=True) if r.get("role") == role}
+    cached = {k: r["response"] for k, r in records.items()}
     answers = {c["id"]: cached[k] for chunk, _, _, keys in plan for c, k in zip(chunk, keys) if k in cached}
+    cut_off = {c["id"]: records[k].get("cut_off") for chunk, _, _, keys in plan for c, k in zip(chunk, keys) if k in cached}
     todo = [p for p in plan if not all(k in cached for k in p[3])]
     if not todo:
         log.info("evaluate: %s answers for %d cases reused from %s", role, len(cases), out)
-        return answers
-    from dpo_tasks.generate import generate_texts
+        return answers, cut_off
+    from dpo_tasks.generate import generate
     from dpo_tasks.models import load_policy
 
     model, tokenizer = load_policy(base, adapter)
@@ -138,26 +144,29 @@ def generate_answers(
     try:
         with JsonlAppender(out) as sink:
             for chunk, convs, sampling, keys in todo:
-                texts = generate_texts(model, tokenizer, convs, temperature=sampling["temperature"], top_p=sampling["top_p"],
-                                       max_new_tokens=sampling["max_new_tokens"], batch_size=batch, seed=sampling["seed"],
-                                       label=f"evaluate:{role}")
-                for case, key, text in zip(chunk, keys, texts):
-                    sink.write({"key": key, "role": role, "id": case["id"], "response": text})
-                    answers[case["id"]] = text
+                outs = generate(model, tokenizer, convs, temperature=sampling["temperature"], top_p=sampling["top_p"],
+                                max_new_tokens=sampling["max_new_tokens"], batch_size=batch, seed=sampling["seed"],
+                                label=f"evaluate:{role}")
+                for case, key, g in zip(chunk, keys, outs):
+                    sink.write({"key": key, "role": role, "id": case["id"], "response": g.text, "cut_off": g.cut_off})
+                    answers[case["id"]] = g.text
+                    cut_off[case["id"]] = g.cut_off
                 progress.advance(len(chunk))
     finally:
         del model
-    return answers
+    return answers, cut_off
 
 
-def make_eval_judge(persona: Persona, rd: RunDir, cases: list[dict[str, Any]] | None = None) -> Judge:
+def make_eval_judge(persona: Persona, rd: RunDir, cases: list[dict[str, Any]] | None = None, cut_off: list[str] = ()) -> Judge:
     from dpo_tasks.judges import make_judge
     from dpo_tasks.label import judge_options
 
     kind = persona.config.evaluation.judge
     options = judge_options(kind, rd)
-    if kind == "checklist" and cases is not None:
-        options["cases"] = cases
+    if kind == "checklist":
+        if cases is not None:
+            options["cases"] = cases
+        options["cut_off"] = cut_off
     return make_judge(kind, persona, **options)
 
 
@@ -174,11 +183,16 @@ def labeling_judge(persona: Persona, rd: RunDir) -> str:
     return persona.config.labeling.judge
 
 
-def _checklist_view(judge: Judge, persona: Persona, cases: list[dict[str, Any]]) -> Any:
+def _checklist_view(judge: Judge, persona: Persona, cases: list[dict[str, Any]], cut_off: list[str]) -> Any:
     """The checklist judge that measures usable answers: the evaluation judge when it is one."""
     from dpo_tasks.judges.checklist import ChecklistJudge
 
-    return judge if isinstance(judge, ChecklistJudge) else ChecklistJudge(cases=cases)
+    return judge if isinstance(judge, ChecklistJudge) else ChecklistJudge(cases=cases, cut_off=cut_off)
+
+
+def _truncation_rate(flags: dict[str, bool | None]) -> float | None:
+    known = [f for f in flags.values() if f is not None]
+    return round(sum(known) / len(known), 4) if known else None
 
 
 def _second_opinion(persona: Persona, items: list[PairItem], outcomes: dict[str, str]) -> dict[str, Any] | None:
@@ -252,11 +266,13 @@ def run(
         raise ConfigError(f"persona {persona.id!r} has no evaluation cases")
     base_info = resolve_baseline(persona, baseline, store_uri=store_uri, namespace=namespace)
     responses = rd.eval / "responses.jsonl"
-    cand = generate_answers(persona, cases, role="candidate", base=cfg.model.base, adapter=str(candidate_adapter), out=responses)
-    base_answers = generate_answers(persona, cases, role="baseline", base=base_info["base"], adapter=base_info["adapter"], out=responses)
+    cand, cand_cut = generate_answers(persona, cases, role="candidate", base=cfg.model.base, adapter=str(candidate_adapter), out=responses)
+    base_answers, base_cut = generate_answers(persona, cases, role="baseline", base=base_info["base"], adapter=base_info["adapter"], out=responses)
+    cut = {"candidate": cand_cut, "baseline": base_cut}
+    cut_texts = [text for answers, flags in ((cand, cand_cut), (base_answers, base_cut)) for i, text in answers.items() if flags.get(i)]
 
     owns_judge = judge is None
-    judge = judge or make_eval_judge(persona, rd, cases)
+    judge = judge or make_eval_judge(persona, rd, cases, cut_off=cut_texts)
     items = [PairItem(id=c["id"], prompt=c["prompt"], response_a=cand[c["id"]], response_b=base_answers[c["id"]]) for c in cases]
     progress = Progress("evaluate: judging", len(items), unit="pairs")
     try:
@@ -266,7 +282,7 @@ def run(
         if owns_judge and hasattr(judge, "close"):
             judge.close()
 
-    checker = _checklist_view(judge, persona, cases)
+    checker = _checklist_view(judge, persona, cases, cut_texts)
     checked = {c["id"]: {role: checker.check(persona, c["prompt"], answers[c["id"]]).as_dict()
                          for role, answers in (("candidate", cand), ("baseline", base_answers))} for c in cases}
     outcomes = {c["id"]: STATUS_OUTCOME[judgements[c["id"]].winner] if judgements[c["id"]].winner is not None else "failed"
@@ -291,6 +307,8 @@ def run(
             "reason": j.reason,
             "source": j.source,
             "verdicts": j.verdicts,
+            "cut_off_candidate": cand_cut.get(c["id"]),
+            "cut_off_baseline": base_cut.get(c["id"]),
             "checks_candidate": checked[c["id"]]["candidate"],
             "checks_baseline": checked[c["id"]]["baseline"],
             **({"second_opinion_outcome": second["outcomes"][c["id"]]} if second else {}),
@@ -306,6 +324,8 @@ def run(
         "usable_rate": {role: round(sum(checked[c["id"]][role]["usable"] for c in cases) / len(cases), 4)
                         for role in ("candidate", "baseline")},
         "second_opinion": {k: v for k, v in second.items() if k != "outcomes"} if second else None,
+        # Share of answers that ran into evaluation.max_new_tokens (None: answers cached before it was recorded).
+        "truncation_rate": {role: _truncation_rate(flags) for role, flags in cut.items()},
         "baseline": base_info,
         "candidate": {"kind": "candidate", "label": "DPO adapter", "base": cfg.model.base, "adapter": str(candidate_adapter)},
         "sampling": {"temperature": cfg.evaluation.temperature, "max_new_tokens": cfg.evaluation.max_new_tokens, "seed": cfg.evaluation.seed},

@@ -13,6 +13,11 @@ Reads `labeled.jsonl`, writes `dpo.jsonl` and `summaries/format.json`.
   TRL (which appends the EOS token when a completion does not end with it)
   adds nothing either.
 
+A pair with an answer cut off at the token limit (`chosen_cut_off` /
+`rejected_cut_off` from label) is skipped and counted (`cut_off`): TRL appends
+EOS to a completion that lacks it, so there is no way to hand it an unfinished
+turn, and closing one would teach that a recipe may stop mid-sentence.
+
 The training-length check counts tokens of prompt + response and reports how
 many records TRL will truncate at `training.max_length`.
 """
@@ -65,7 +70,7 @@ def run(persona: Persona, run_dir: str | RunDir, *, tokenizer: Any = None) -> di
     max_length = persona.config.training.max_length
     rows = read_jsonl(run_dir.labeled)
 
-    records, sources, skipped, too_long, longest = [], Counter(), 0, 0, 0
+    records, sources, skipped, too_long, longest, cut_off = [], Counter(), 0, 0, 0, 0
     progress = Progress(f"format {persona.id}", len(rows), unit="pairs", logger=log)
     for n, row in enumerate(rows, start=1):
         fields = [row.get(f) for f in ("prompt", "chosen", "rejected")]
@@ -76,6 +81,11 @@ def run(persona: Persona, run_dir: str | RunDir, *, tokenizer: Any = None) -> di
         if not ok:
             skipped += 1
             log.warning("labeled.jsonl record %d (id %r): needs a prompt and two different, non-empty responses; skipped", n, row.get("id"))
+            progress.advance()
+            continue
+        if row.get("chosen_cut_off") or row.get("rejected_cut_off"):
+            cut_off += 1
+            log.info("labeled.jsonl record %d (id %r): an answer was cut off at the token limit; skipped, not closed as a finished turn", n, row.get("id"))
             progress.advance()
             continue
         prompt = render_prompt(tokenizer, system, row["prompt"])
@@ -94,6 +104,7 @@ def run(persona: Persona, run_dir: str | RunDir, *, tokenizer: Any = None) -> di
         "persona": persona.id,
         "records": len(records),
         "skipped": skipped,
+        "cut_off": cut_off,
         "by_source": dict(sources),
         "end_of_turn": eot,
         "longest_tokens": longest,
@@ -106,8 +117,8 @@ def run(persona: Persona, run_dir: str | RunDir, *, tokenizer: Any = None) -> di
     if too_long:
         log.warning("format %s: %d of %d records exceed training.max_length=%d tokens and will be truncated by the trainer",
                     persona.id, too_long, len(records), max_length)
-    log.info("format %s: wrote %d DPO records (%s), skipped %d", persona.id, len(records),
-             ", ".join(f"{k} {v}" for k, v in sources.items()) or "none", skipped)
+    log.info("format %s: wrote %d DPO records (%s), skipped %d malformed and %d with a cut-off answer", persona.id, len(records),
+             ", ".join(f"{k} {v}" for k, v in sources.items()) or "none", skipped, cut_off)
     return summary
 
 

@@ -14,6 +14,9 @@ Variants per prompt (`variants.jsonl`):
     variant_c, variant_d, ...  only with `labeling.judge: reward`: `labeling.reward.num_candidates`
                samples in all, alternating the two system prompts, for the reward model to rank
 
+Every variant records whether it was cut off: `variant_a_cut_off` is true when
+the answer ran into `generation.max_new_tokens` without ending its turn.
+
 Generation is batched with left padding. Each batch of `generation.batch_size`
 prompts is seeded from (the run's seed, batch number, variant), and the
 batches are fixed by the order of `prompts.jsonl`, so a rerun after a kill skips
@@ -73,20 +76,34 @@ def derive_seed(*parts: object) -> int:
     return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
 
 
-def _new_token_counts(new_tokens: Any, stop_ids: set[int]) -> list[int]:
-    """Tokens each row generated, up to and including its first stop token (the rest is padding)."""
+def _new_token_counts(new_tokens: Any, stop_ids: set[int]) -> list[tuple[int, bool]]:
+    """Per row: tokens generated up to and including its first stop token (the rest is padding),
+    and whether it stopped at all (False: it ran into `max_new_tokens`, cut off)."""
     counts = []
     for row in new_tokens.tolist():
-        n = len(row)
+        n, stopped = len(row), False
         for i, tok in enumerate(row):
             if tok in stop_ids:
-                n = i + 1
+                n, stopped = i + 1, True
                 break
-        counts.append(n)
+        counts.append((n, stopped))
     return counts
 
 
-def generate_texts(
+@dataclass(frozen=True)
+class Generated:
+    """One completion: its text, and whether it stopped at the token limit instead of ending its turn."""
+
+    text: str
+    cut_off: bool
+
+
+def generate_texts(model: Any, tokenizer: Any, conversations: Sequence[list[dict[str, str]]], **kwargs: Any) -> list[str]:
+    """`generate` without the cut-off flags."""
+    return [g.text for g in generate(model, tokenizer, conversations, **kwargs)]
+
+
+def generate(
     model: Any,
     tokenizer: Any,
     conversations: Sequence[list[dict[str, str]]],
@@ -98,17 +115,26 @@ def generate_texts(
     seed: int,
     label: str = "generate",
     stats: dict[str, float] | None = None,
-) -> list[str]:
+    repetition_penalty: float | None = None,
+    no_repeat_ngram_size: int | None = None,
+) -> list[Generated]:
     """One completion per conversation (chat template + generation prompt), in input order.
 
     Batched and left-padded; batch i is seeded with `seed + i`, so the same
     inputs give the same outputs. temperature 0 is greedy. `stats`, if given,
-    receives `new_tokens` and `seconds` (added to what it holds).
+    receives `new_tokens`, `seconds` and `cut_off` (added to what it holds).
+    A completion is cut off when it generated `max_new_tokens` tokens without
+    an end-of-turn or EOS token: the answer did not finish.
     """
     import torch
 
     if not conversations:
         return []
+    extra: dict[str, Any] = {}
+    if repetition_penalty is not None:
+        extra["repetition_penalty"] = repetition_penalty
+    if no_repeat_ngram_size:
+        extra["no_repeat_ngram_size"] = no_repeat_ngram_size
     texts = [tokenizer.apply_chat_template(list(c), tokenize=False, add_generation_prompt=True) for c in conversations]
     # The template already carries the special tokens; a tokenizer that adds BOS would double it.
     encoded = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
@@ -119,7 +145,8 @@ def generate_texts(
     stop_ids.update(eos if isinstance(eos, list) else [eos] if eos is not None else [])
     stop_ids.discard(None)
 
-    outputs: list[str] = [""] * len(texts)
+    outputs: list[Generated] = [Generated("", False)] * len(texts)
+    cut_total = 0
     device = next(model.parameters()).device
     progress = Progress(label, len(texts), unit="responses")
     saved_side = tokenizer.padding_side
@@ -134,18 +161,22 @@ def generate_texts(
             sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p} if temperature > 0 else {"do_sample": False}
             with torch.inference_mode():
                 out = model.generate(
-                    **batch, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id, **sampling
+                    **batch, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id, **sampling, **extra
                 )
             new = out[:, batch["input_ids"].shape[1] :]
-            new_tokens_total += sum(_new_token_counts(new, stop_ids))
-            for i, text in zip(idx, tokenizer.batch_decode(new, skip_special_tokens=True)):
-                outputs[i] = text.strip()
+            counts = _new_token_counts(new, stop_ids)
+            new_tokens_total += sum(n for n, _ in counts)
+            for i, text, (n, stopped) in zip(idx, tokenizer.batch_decode(new, skip_special_tokens=True), counts):
+                cut = not stopped and n >= max_new_tokens
+                cut_total += cut
+                outputs[i] = Generated(text.strip(), cut)
             progress.advance(len(idx))
     finally:
         tokenizer.padding_side = saved_side
     if stats is not None:
         stats["new_tokens"] = stats.get("new_tokens", 0) + new_tokens_total
         stats["seconds"] = stats.get("seconds", 0.0) + time.monotonic() - start
+        stats["cut_off"] = stats.get("cut_off", 0) + cut_total
     return outputs
 
 
@@ -258,6 +289,7 @@ def run(persona: Persona, run_dir: str | Path | RunDir, *, pool_path: str | Path
     systems = {s.system: system_prompt(persona, s.system) for s in specs}
     stats: dict[str, float] = {}
     written = 0
+    cut_off = {spec.field: 0 for spec in specs}
     if todo_batches:
         model, tokenizer = load_policy(persona.config.model.base, persona.config.model.sft_adapter)
         progress = Progress(f"generate {persona.id}", len(prompts) - resumed, unit="prompts")
@@ -266,7 +298,7 @@ def run(persona: Persona, run_dir: str | Path | RunDir, *, pool_path: str | Path
                 responses = {}
                 for v, spec in enumerate(specs):
                     conversations = [[{"role": "system", "content": systems[spec.system]}, {"role": "user", "content": p["prompt"]}] for p in batch]
-                    responses[spec.field] = generate_texts(
+                    responses[spec.field] = generate(
                         model, tokenizer, conversations,
                         temperature=spec.temperature, top_p=gen.top_p, max_new_tokens=gen.max_new_tokens,
                         batch_size=len(batch), seed=derive_seed(seed, b, v), label=f"batch {b} {spec.field}", stats=stats,
@@ -276,7 +308,10 @@ def run(persona: Persona, run_dir: str | Path | RunDir, *, pool_path: str | Path
                         continue
                     record = {"id": p["id"], "prompt": p["prompt"], "source": p.get("source", "pool")}
                     record.update({f"system_{kind}": text for kind, text in systems.items()})
-                    record.update({field: texts[i] for field, texts in responses.items()})
+                    record.update({field: out_i[i].text for field, out_i in responses.items()})
+                    record.update({f"{field}_cut_off": out_i[i].cut_off for field, out_i in responses.items()})
+                    for field, out_i in responses.items():
+                        cut_off[field] += out_i[i].cut_off
                     out.write(record)
                     written += 1
                     progress.advance()
@@ -292,6 +327,8 @@ def run(persona: Persona, run_dir: str | Path | RunDir, *, pool_path: str | Path
         "seed": seed,
         **pool_info,
         "variants_written": written,
+        # Answers of this run's new records that hit max_new_tokens; label drops pairs whose chosen one did.
+        "cut_off": cut_off,
         "resumed": resumed,
         "new_tokens": int(stats.get("new_tokens", 0)),
         "generation_seconds": round(seconds, 2),

@@ -7,7 +7,9 @@ The judge is `labeling.judge` from personas.yaml (or `--judge`). Every pair is
 judged in both orders and kept only when both orders pick the same winner by
 at least `labeling.min_margin` overall points; ties, disagreements, invalid or
 failed verdicts, pairs under the margin, and pairs whose variants are empty or
-identical are dropped and counted by reason. Pairs from user feedback
+identical are dropped and counted by reason, and so are pairs whose chosen answer
+was cut off at `generation.max_new_tokens` (`chosen_cut_off`: the generator's record
+in `variants.jsonl`; training on it would teach the model to stop mid-recipe). Pairs from user feedback
 (`feedback_pairs.jsonl`, if present) are validated and appended with source
 "feedback".
 
@@ -37,7 +39,26 @@ from dpo_tasks.validate import content, validate_records
 log = logging.getLogger(__name__)
 
 VARIANT_FIELDS = ("id", "prompt", "variant_a", "variant_b")
-DROP_REASONS = ("malformed", "empty", "identical", "tie", "disagree", "under_margin", "invalid", "failed")
+DROP_REASONS = ("malformed", "empty", "identical", "tie", "disagree", "under_margin", "invalid", "failed", "chosen_cut_off")
+
+
+def _drop_cut_off_chosen(labeled: list[dict[str, Any]], rows: list[dict[str, Any]], drops: Counter) -> list[dict[str, Any]]:
+    """Pairs whose chosen answer ran into the token limit are dropped: DPO would teach stopping mid-recipe.
+
+    Each kept pair records whether its answers were cut off (`chosen_cut_off`, `rejected_cut_off`), so
+    format can refuse to close a cut-off rejected answer as a finished turn.
+    """
+    by_id = {str(r.get("id")): r for r in rows}
+    kept = []
+    for pair in labeled:
+        row = by_id.get(str(pair["id"]), {})
+        chosen = bool(row.get(f"variant_{pair['chosen_variant']}_cut_off"))
+        rejected_variant = pair.get("rejected_variant") or ("b" if pair["chosen_variant"] == "a" else "a")
+        if chosen:
+            drops["chosen_cut_off"] += 1
+            continue
+        kept.append(pair | {"chosen_cut_off": False, "rejected_cut_off": bool(row.get(f"variant_{rejected_variant}_cut_off"))})
+    return kept
 
 
 def judge_options(kind: str, run_dir: RunDir) -> dict[str, Any]:
@@ -132,6 +153,7 @@ def run(persona: Persona, run_dir: str | RunDir, *, judge: Judge | None = None) 
             "judge": judge.name,
             "source": "generated",
         })
+    labeled = _drop_cut_off_chosen(labeled, rows, drops)
     generated = len(labeled)
     feedback, feedback_bad = _feedback_pairs(run_dir)
     write_jsonl(run_dir.labeled, labeled + feedback)
@@ -148,6 +170,8 @@ def run(persona: Persona, run_dir: str | RunDir, *, judge: Judge | None = None) 
         "pass_rate": round(generated / len(rows), 4) if rows else 0.0,
         "dropped": {reason: drops.get(reason, 0) for reason in DROP_REASONS},
         "chosen_variant": {"a": chosen.get("a", 0), "b": chosen.get("b", 0)},
+        # Kept pairs whose rejected answer was cut off (format drops them rather than close them as finished).
+        "rejected_cut_off": sum(bool(r.get("rejected_cut_off")) for r in labeled),
         "feedback_pairs": len(feedback),
         "feedback_pairs_rejected": feedback_bad,
         "total_pairs": generated + len(feedback),

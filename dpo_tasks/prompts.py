@@ -35,7 +35,18 @@ EVAL_CATEGORIES = ("basic_alignment", "constraint_stress", "edge_case", "cross_p
 EXAMPLES_PER_RESTRICTION = 4
 
 
-def system_prompt(persona: Persona, kind: SystemKind) -> str:
+# A format scaffold: the shape of a usable answer, spelled out for a small model.
+SCAFFOLD = ("Reply in this format: a short title line; 'Ingredients:' then 4 to 8 lines '- amount ingredient'; "
+            "'Steps:' then 3 to 5 numbered steps, one sentence each. Nothing else.")
+
+
+def system_prompt(persona: Persona, kind: SystemKind, *, scaffold: bool = False) -> str:
+    """The system prompt of `kind`; `scaffold` appends the answer format (see SCAFFOLD)."""
+    text = _system_prompt(persona, kind)
+    return f"{text} {SCAFFOLD}" if scaffold else text
+
+
+def _system_prompt(persona: Persona, kind: SystemKind) -> str:
     if kind not in ("strong", "weak", "serving"):
         raise ValueError(f"system prompt kind {kind!r} is not one of: strong, weak, serving")
     if kind == "weak":

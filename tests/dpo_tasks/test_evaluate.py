@@ -77,7 +77,14 @@ def test_evaluate_writes_every_output_with_stable_keys(persona, run_dir):
     assert "<svg" in html and details[0]["id"] in html
     assert "evaluation judge <b>checklist</b>" in html and "labeling judge <b>rules</b>" in html and "usable answers" in html
     assert "is the labeling judge" not in html
-    assert len(read_jsonl(run_dir.eval / "responses.jsonl")) == 2 * N_CASES
+    responses = read_jsonl(run_dir.eval / "responses.jsonl")
+    assert len(responses) == 2 * N_CASES
+    for role in ("candidate", "baseline"):
+        flags = [r["cut_off"] for r in responses if r["role"] == role]
+        assert on_disk["truncation_rate"][role] == pytest.approx(sum(flags) / N_CASES, abs=1e-4)
+    # 8 new tokens from a random model: cut off, and the checklist judge knows it from the record.
+    cut = [d for d in details if d["cut_off_candidate"]]
+    assert cut and all(not d["checks_candidate"]["usable"] and "complete" in d["checks_candidate"]["failed"] for d in cut)
 
 
 class AlwaysFirst(Judge):

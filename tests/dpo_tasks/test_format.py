@@ -97,3 +97,14 @@ def test_cli_runs_format_and_reports_missing_input(tmp_path, smol_tokenizer_dir,
     assert len(read_jsonl(run_dir.dpo)) == 2
     assert cli(["format", *base, "--run-dir", str(tmp_path / "nothing")]) == 2
     assert "labeled.jsonl not found: run the label stage first" in capsys.readouterr().err
+
+
+def test_a_cut_off_answer_is_never_closed_as_a_finished_turn(tmp_path, persona, caplog):
+    rows = [pair(1), pair(2, rejected="Beef tacos with a long", rejected_cut_off=True), pair(3, chosen_cut_off=True)]
+    run_dir = labeled_run(tmp_path, rows)
+    caplog.set_level("INFO", logger="dpo_tasks.format")
+    summary = fmt.run(persona, run_dir)
+    records = read_jsonl(run_dir.dpo)
+    assert len(records) == 1 and summary["cut_off"] == 2 and summary["records"] == 1
+    assert not any("a long" in r["rejected"] for r in records)
+    assert "cut off" in caplog.text

@@ -41,6 +41,10 @@ def test_two_variants_per_prompt_with_strong_and_weak_system_prompts(persona, po
         assert isinstance(v["variant_a"], str) and isinstance(v["variant_b"], str)
     assert any(v["variant_a"] != v["variant_b"] for v in variants)
     assert summary["variants_written"] == 6 and summary["resumed"] == 0
+    # A random tiny model does not end its turn within 8 tokens: the records say so.
+    assert all(isinstance(v["variant_a_cut_off"], bool) and isinstance(v["variant_b_cut_off"], bool) for v in variants)
+    assert summary["cut_off"] == {f: sum(v[f"{f}_cut_off"] for v in variants) for f in ("variant_a", "variant_b")}
+    assert summary["cut_off"]["variant_a"] > 0
     assert summary["new_tokens"] > 0 and summary["tokens_per_s"] > 0
     assert read_json(rd.stage_summary("generate")) == summary
 
@@ -131,3 +135,23 @@ def test_cli_generate(persona, pool, tmp_path, tiny_model_dir, capsys):
     assert rc == 0
     assert "3 prompts (0 from feedback), 3 written" in capsys.readouterr().out
     assert len(read_jsonl(tmp_path / "run" / "variants.jsonl")) == 3
+
+
+def test_cut_off_means_no_stop_token_within_the_limit():
+    import torch
+
+    stop = {0, 2}
+    rows = torch.tensor([[5, 6, 7, 8], [5, 2, 0, 0], [5, 6, 7, 2], [0, 0, 0, 0]])
+    assert generate._new_token_counts(rows, stop) == [(4, False), (2, True), (4, True), (1, True)]
+
+
+def test_generate_reports_cut_off_per_answer(tiny_model_dir):
+    from dpo_tasks.models import load_policy
+
+    model, tokenizer = load_policy(str(tiny_model_dir))
+    conversations = [[{"role": "user", "content": f"tacos {n}?"}] for n in range(3)]
+    stats: dict = {}
+    outs = generate.generate(model, tokenizer, conversations, temperature=0.0, top_p=1.0, max_new_tokens=4, batch_size=3, seed=0, stats=stats)
+    assert [o.cut_off for o in outs] == [True, True, True] and stats["cut_off"] == 3
+    assert [o.text for o in outs] == generate.generate_texts(model, tokenizer, conversations, temperature=0.0, top_p=1.0,
+                                                              max_new_tokens=4, batch_size=3, seed=0)

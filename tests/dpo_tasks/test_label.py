@@ -58,7 +58,7 @@ def test_rule_judge_keeps_clear_winners_and_counts_every_drop(tmp_path):
     assert all(r["judge"] == "rules" and r["margin"] >= VEGAN.config.labeling.min_margin for r in rows)
     assert rows[0]["scores_chosen"]["constraint_compliance"] == 10 > rows[0]["scores_rejected"]["constraint_compliance"]
     assert summary["dropped"] == {"malformed": 1, "empty": 1, "identical": 1, "tie": 1, "disagree": 0,
-                                  "under_margin": 1, "invalid": 0, "failed": 0}
+                                  "under_margin": 1, "invalid": 0, "failed": 0, "chosen_cut_off": 0}
     assert summary["input_pairs"] == 7 and summary["judged"] == 4 and summary["kept"] == 2
     assert summary["pass_rate"] == pytest.approx(2 / 7, abs=1e-4)
     assert summary["chosen_variant"] == {"a": 1, "b": 1}
@@ -147,3 +147,18 @@ def test_cli_rejects_an_unknown_judge(tmp_path, capsys):
     run_dir = make_run_dir(tmp_path)
     assert cli(["label", "--persona", VEGAN.id, "--run-dir", str(run_dir.root), "--judge", "oracle"]) == 2
     assert "'oracle'" in capsys.readouterr().err
+
+
+def test_a_pair_whose_chosen_answer_was_cut_off_is_dropped(tmp_path):
+    variants = [
+        {"id": "p1", "prompt": "Tacos?", "variant_a": GOOD, "variant_b": CHORIZO, "variant_a_cut_off": True, "variant_b_cut_off": False},
+        {"id": "p2", "prompt": "Tacos again?", "variant_a": GOOD, "variant_b": CHORIZO, "variant_a_cut_off": False, "variant_b_cut_off": True},
+        {"id": "p3", "prompt": "Old record", "variant_a": GOOD, "variant_b": CHORIZO},
+    ]
+    run_dir = make_run_dir(tmp_path, variants)
+    summary = label.run(VEGAN, run_dir)
+    rows = read_jsonl(run_dir.labeled)
+    assert [r["id"] for r in rows] == ["p2", "p3"]
+    assert summary["dropped"]["chosen_cut_off"] == 1 and summary["kept"] == 2
+    assert [(r["chosen_cut_off"], r["rejected_cut_off"]) for r in rows] == [(False, True), (False, False)]
+    assert summary["rejected_cut_off"] == 1
