@@ -16,7 +16,8 @@ artifacts come from one configuration.
 Writes `run_summary.json` (every stage's summary and timing) and prints a
 readable summary: prompts, pairs kept, train loss and reward accuracy, win rate
 vs the baseline with its 95% interval, the gate's decision, where the version
-was published and where the HTML report is.
+was published and where the HTML report is, ending with the MLflow tracking URI
+and run id (`dpo_tasks.tracking`: one MLflow run per pipeline run).
 
 Usage:
     python -m dpo_tasks run --persona persona_e_mexican_vegan --run-dir runs/demo \\
@@ -135,6 +136,9 @@ def run(
         "evaluate": lambda: _module("evaluate").run(persona, rd, baseline=baseline, store_uri=store_uri),
         "publish": lambda: _module("publish").run(persona, rd, store_uri=store_uri, dry_run=dry_run),
     }
+    from dpo_tasks.tracking import RunTracker
+
+    tracker = RunTracker(rd, persona=persona)
     stages: dict[str, dict[str, Any]] = {}
     timings: dict[str, float] = {}
     rerun_rest = False
@@ -153,6 +157,11 @@ def run(
         t0 = time.monotonic()
         stages[stage] = calls[stage]() if stage in calls else _module(stage).run(persona, rd)
         timings[stage] = round(time.monotonic() - t0, 1)
+        if stage != "publish":  # publish logs itself (and registers the version before LATEST moves)
+            tracker.log_stage(stage)
+    # Stages finished by an earlier invocation that could not reach MLflow, then this run's pending ones.
+    tracker.log_new()
+    tracking = tracker.finish()
     summary = {
         "persona": persona.id,
         "run_dir": str(rd.root),
@@ -160,6 +169,7 @@ def run(
         "stages": stages,
         "seconds": timings,
         "total_seconds": round(time.monotonic() - started, 1),
+        "tracking": tracking,
     }
     write_json(rd.summary, summary)
     return summary
@@ -202,6 +212,10 @@ def format_summary(summary: dict[str, Any]) -> str:
         lines.append(f"  publish   {t('publish')}  {pub.get('version')} -> {pub.get('uri')} ({moved})")
     if ev.get("report"):
         lines.append(f"  report: {ev['report']}")
+    tracking = summary.get("tracking") or {}
+    if tracking.get("run_id"):
+        pending = f" (not logged yet: {', '.join(tracking['pending'])})" if tracking.get("pending") else ""
+        lines.append(f"  tracking: {tracking['tracking_uri']} run {tracking['run_id']}{pending}")
     return "\n".join(lines)
 
 

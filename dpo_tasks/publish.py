@@ -135,6 +135,7 @@ def run(
     from dpo_tasks.store import open_store
     from dpo_tasks.store.base import move_latest
     from dpo_tasks.store.manifest import build_manifest
+    from dpo_tasks.tracking import RunTracker
 
     rd = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
     namespace = namespace or persona.id
@@ -160,6 +161,9 @@ def run(
         version = version_name(created, digest)
         log.info("uploading %s/%s to %s", namespace, version, store.uri)
         uri = store.upload_version(namespace, version, staged)
+        shutil.copy2(staged / "model_card.json", rd.root / "model_card.json")
+    # Registered before LATEST moves, so the promotion hook finds the model version to alias.
+    RunTracker(rd, persona=persona, namespace=namespace).register_version(namespace, version, uri)
     if dry_run:
         log.info("dry run: version %s uploaded and verified; LATEST stays at %r", version, previous)
     else:
@@ -181,6 +185,7 @@ def run(
     }
     write_json(rd.publish, result)
     write_json(rd.stage_summary("publish"), result)
+    RunTracker(rd, persona=persona, namespace=namespace).log_stage("publish")
     return result
 
 

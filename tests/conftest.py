@@ -22,6 +22,9 @@ os.environ.setdefault("PERSONA_DPO_CACHE", str(Path.home() / ".cache" / "persona
 # start run side by side: OpenMP threads spinning against each other made CPU generation
 # several times slower on a busy 2-core machine. Set before anything imports torch.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# MLflow tracking writes ./mlflow.db and ./mlruns of the working directory by default; the
+# tests that are about tracking turn it on against their own server or directory.
+os.environ.setdefault("PERSONA_DPO_TRACKING", "off")
 
 
 @pytest.fixture(scope="session")

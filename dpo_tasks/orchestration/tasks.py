@@ -210,9 +210,57 @@ def _summary(rd: RunDir, stage: str) -> dict[str, Any]:
     return read_json(path)
 
 
+def use_tracking_connection() -> str:
+    """The MLflow tracking URI of this deployment, exported so the stages' subprocesses use it too.
+
+    `$MLFLOW_TRACKING_URI`, else the `mlflow_default` connection (its host: a URL, or host + port),
+    else an embedded store beside the run dirs. Deployment settings, never the run's conf.
+    """
+    uri = os.environ.get("MLFLOW_TRACKING_URI")
+    if not uri:
+        from airflow.sdk import BaseHook
+        from airflow.sdk.exceptions import AirflowNotFoundException
+
+        from dpo_tasks.orchestration.common import runs_root
+
+        try:
+            conn = BaseHook.get_connection("mlflow_default")
+        except AirflowNotFoundException:
+            conn = None
+        if conn is not None and conn.host:
+            uri = conn.host if "://" in conn.host else f"{conn.schema or 'http'}://{conn.host}:{conn.port or 5000}"
+        else:
+            runs_root().parent.mkdir(parents=True, exist_ok=True)
+            uri = f"sqlite:///{runs_root().parent / 'mlflow.db'}"
+        os.environ["MLFLOW_TRACKING_URI"] = uri
+    return uri
+
+
+def track(run: dict[str, Any], *, finish: bool = False) -> dict[str, Any] | None:
+    """Add the stages this DAG run finished so far to its MLflow run (one per DAG run); never fails the task."""
+    from dpo_tasks.tracking import RunTracker
+
+    try:
+        ctx = _context()
+        tracker = RunTracker(
+            RunDir(run["run_dir"]), persona=run_persona(run), namespace=run["namespace"],
+            tags={"community": run.get("community"), "dag_id": ctx["dag"].dag_id, "airflow_run_id": ctx["run_id"]},
+        )
+        tracker.log_new()
+        if finish:
+            info = tracker.finish()
+            log.info("tracking: %s run %s", info["tracking_uri"], info["run_id"])
+            return info
+    except Exception:
+        log.warning("MLflow tracking of %s failed; the run goes on", run.get("run_dir"), exc_info=True)
+    return None
+
+
 def run_stage(stage: str, run: dict[str, Any]) -> dict[str, Any]:
     """One pipeline stage through its CLI; returns its summary for XCom."""
+    use_tracking_connection()
     run_cli(stage_argv(stage, run), env=_stage_env(stage))
+    track(run)
     return _summary(RunDir(run["run_dir"]), stage)
 
 
@@ -231,12 +279,17 @@ def publish_if_promoted(run: dict[str, Any]) -> dict[str, Any]:
     gate = read_gate(rd.gate)
     if gate is None:
         raise AirflowFailException(f"no gate decision at {str(rd.gate)!r}: the gate task did not write one")
+    use_tracking_connection()
     if gate.get("decision") != "promote":
+        track(run, finish=True)
         raise AirflowSkipException(f"not publishing: the gate rejected the candidate: {gate.get('reason')}")
     if run["dry_run"]:
+        track(run, finish=True)
         raise AirflowSkipException(f"not publishing: dry run (the gate would promote: {gate.get('reason')})")
     argv = ["publish", *run["args"], "--namespace", run["namespace"], "--run-id", run["run_id"]]
     run_cli(argv)
+    # The last task of the DAG run: retry what MLflow missed and end the MLflow run.
+    track(run, finish=True)
     return _summary(rd, "publish")
 
 

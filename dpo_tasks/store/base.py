@@ -207,6 +207,10 @@ def after_promotion(store: Store, namespace: str, record: dict[str, Any]) -> Non
         "served %s/%s in %s (%s%s; previous %r)", namespace, record["version"], store.uri, record.get("action"),
         ", forced" if record.get("forced") else "", record.get("previous"),
     )
+    from dpo_tasks import tracking
+
+    # The registry's `champion` alias follows LATEST; MLflow being down is logged, never raised.
+    tracking.on_served(namespace, record["version"])
 
 
 def open_store(uri: str | os.PathLike[str] | None = None) -> Store:
