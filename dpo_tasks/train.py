@@ -8,7 +8,16 @@ writes). Bad records are reported with their line and skipped.
 Output, under `<run_dir>/train/`:
     adapter/       the LoRA adapter (adapter_config.json + adapter_model.safetensors)
     config.yaml    the effective configuration: training knobs, LoRA, device, precision, data hash
-    metrics.json   one entry per logged step (loss, rewards/accuracies, rewards/margins, ...) + summary
+    metrics.json   one entry per logged step (loss, rewards/accuracies, rewards/margins, ...), the
+                   held-out evaluations, per-epoch means and the summary
+
+Held-out pairs: with 10 or more pairs, 10% of them (at least 1; chosen by
+`training.seed`) are not trained on; after every epoch the trainer reports their
+DPO loss and reward accuracy (`eval_loss`, `eval_reward_accuracy` in the
+summary: the last evaluation). A reward accuracy on pairs the adapter has seen
+measures memory, on held-out ones it measures what was learned. The summary's
+`loss`, `reward_accuracy` and `reward_margin` are means over the last epoch's
+steps (`epoch_means` has every epoch), not one step's values.
 
 The reference model:
 - no `model.sft_adapter`: a new LoRA adapter (r, alpha, dropout, target_modules
@@ -33,6 +42,8 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import logging
+import math
+import random
 import shutil
 import time
 from pathlib import Path
@@ -45,6 +56,35 @@ log = logging.getLogger(__name__)
 
 # What the progress line shows of each logged step, in order.
 _STEP_KEYS = ("loss", "rewards/accuracies", "rewards/margins")
+HOLDOUT_FRACTION = 0.1
+HOLDOUT_MIN_PAIRS = 10
+
+
+def split_holdout(rows: list[dict[str, str]], seed: int) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
+    """(train, held out): 10% held out, at least one, once there are HOLDOUT_MIN_PAIRS pairs; none below."""
+    if len(rows) < HOLDOUT_MIN_PAIRS:
+        return rows, []
+    n_eval = max(1, int(len(rows) * HOLDOUT_FRACTION))
+    held = set(random.Random(seed).sample(range(len(rows)), n_eval))
+    return [r for i, r in enumerate(rows) if i not in held], [r for i, r in enumerate(rows) if i in held]
+
+
+def epoch_means(steps: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Mean loss, reward accuracy and margin of each epoch's logged steps (a step at epoch 1.0 closes epoch 1)."""
+    by_epoch: dict[int, list[dict[str, Any]]] = {}
+    for step in steps:
+        epoch = max(1, math.ceil(float(step.get("epoch") or 0) - 1e-9))
+        by_epoch.setdefault(epoch, []).append(step)
+
+    def mean(entries: list[dict[str, Any]], key: str) -> float | None:
+        values = [e[key] for e in entries if isinstance(e.get(key), (int, float))]
+        return round(sum(values) / len(values), 6) if values else None
+
+    return [
+        {"epoch": epoch, "steps": len(entries), "loss": mean(entries, "loss"),
+         "reward_accuracy": mean(entries, "rewards/accuracies"), "reward_margin": mean(entries, "rewards/margins")}
+        for epoch, entries in sorted(by_epoch.items())
+    ]
 
 
 def load_dataset_rows(path: str | Path, tokenizer: Any, persona: Persona) -> tuple[list[dict[str, str]], list[str]]:
@@ -118,8 +158,12 @@ def _progress_callback(label: str) -> Any:
     return ProgressCallback()
 
 
-def build_trainer(persona: Persona, rows: list[dict[str, str]], output_dir: str | Path, *, max_steps: int | None = None, device: str | None = None) -> Any:
-    """A ready `DPOTrainer` for `rows` (reference log-probs already computed when precomputing)."""
+def build_trainer(
+    persona: Persona, rows: list[dict[str, str]], output_dir: str | Path, *, max_steps: int | None = None,
+    device: str | None = None, eval_rows: list[dict[str, str]] | None = None,
+) -> Any:
+    """A ready `DPOTrainer` for `rows`, evaluating on `eval_rows` after every epoch when given
+    (reference log-probs of both already computed when precomputing)."""
     from datasets import Dataset
     from peft import LoraConfig
     from trl import DPOConfig, DPOTrainer
@@ -161,6 +205,8 @@ def build_trainer(persona: Persona, rows: list[dict[str, str]], output_dir: str 
         # The LoRA dropout from the config applies to the trained adapter; the reference stays deterministic.
         disable_dropout=False,
         logging_steps=1,
+        eval_strategy="epoch" if eval_rows else "no",
+        per_device_eval_batch_size=tc.batch_size,
         save_strategy="no",
         report_to="none",
         disable_tqdm=True,
@@ -187,6 +233,7 @@ def build_trainer(persona: Persona, rows: list[dict[str, str]], output_dir: str 
             model=model,
             args=args,
             train_dataset=Dataset.from_list(rows),
+            eval_dataset=Dataset.from_list(eval_rows) if eval_rows else None,
             processing_class=tokenizer,
             peft_config=peft_config,
             callbacks=[_progress_callback(f"train {persona.id}")],
@@ -226,13 +273,22 @@ def run(persona: Persona, run_dir: str | Path | RunDir, *, data: str | Path | No
         log.warning("%s: skipped %s", data_path, message)
     if not rows:
         raise ConfigError(f"no usable record in {str(data_path)!r}: {len(skipped)} skipped (first: {skipped[:1]!r})")
-    log.info("training %s on %d pairs (%d skipped) from %s", persona.id, len(rows), len(skipped), data_path)
+    train_rows, eval_rows = split_holdout(rows, tc.seed)
+    log.info(
+        "training %s on %d pairs, %d held out for evaluation (%d skipped) from %s",
+        persona.id, len(train_rows), len(eval_rows), len(skipped), data_path,
+    )
 
     rd.train.mkdir(parents=True, exist_ok=True)
     start = time.monotonic()
-    trainer = build_trainer(persona, rows, rd.train / "trainer", max_steps=max_steps)
+    trainer = build_trainer(persona, train_rows, rd.train / "trainer", max_steps=max_steps, eval_rows=eval_rows)
     prepare_s = time.monotonic() - start
     result = trainer.train()
+    evals = [dict(e) for e in trainer.state.log_history if "eval_loss" in e]
+    if eval_rows and (not evals or evals[-1].get("step") != trainer.state.global_step):
+        # --max-steps can stop mid-epoch: evaluate the adapter that is saved.
+        trainer.evaluate()
+        evals = [dict(e) for e in trainer.state.log_history if "eval_loss" in e]
     train_s = time.monotonic() - start - prepare_s
     device = str(trainer.args.device)
 
@@ -249,24 +305,34 @@ def run(persona: Persona, run_dir: str | Path | RunDir, *, data: str | Path | No
 
     steps = [dict(entry) for entry in trainer.state.log_history if "loss" in entry and "train_runtime" not in entry]
     last = steps[-1] if steps else {}
+    per_epoch = epoch_means(steps)
+    last_epoch = per_epoch[-1] if per_epoch else {}
+    final_eval = evals[-1] if evals else {}
     summary = {
         "stage": "train",
         "persona": persona.id,
         "pairs": len(rows),
+        "train_pairs": len(train_rows),
+        "eval_pairs": len(eval_rows),
         "skipped": len(skipped),
         "steps": trainer.state.global_step,
         "epochs": round(float(trainer.state.epoch or 0), 3),
         "train_loss": result.training_loss,
+        "loss": last_epoch.get("loss"),
+        "reward_accuracy": last_epoch.get("reward_accuracy"),
+        "reward_margin": last_epoch.get("reward_margin"),
+        "epoch_means": per_epoch,
         "final_loss": last.get("loss"),
-        "final_reward_accuracy": last.get("rewards/accuracies"),
-        "final_reward_margin": last.get("rewards/margins"),
+        "eval_loss": final_eval.get("eval_loss"),
+        "eval_reward_accuracy": final_eval.get("eval_rewards/accuracies"),
+        "eval_reward_margin": final_eval.get("eval_rewards/margins"),
         "steps_per_s": round(trainer.state.global_step / train_s, 4) if train_s else None,
         "prepare_seconds": round(prepare_s, 2),
         "train_seconds": round(train_s, 2),
         "device": device,
         "adapter": str(rd.adapter),
     }
-    write_json(rd.train / "metrics.json", {"steps": steps, "summary": summary, "skipped_records": skipped})
+    write_json(rd.train / "metrics.json", {"steps": steps, "evaluations": evals, "summary": summary, "skipped_records": skipped})
 
     effective = {
         "persona": persona.id,
@@ -283,16 +349,22 @@ def run(persona: Persona, run_dir: str | Path | RunDir, *, data: str | Path | No
             "max_steps": max_steps,
             "effective_batch_size": tc.batch_size * tc.grad_accum,
         },
-        "data": {"path": str(data_path), "sha256": sha256_file(data_path), "pairs": len(rows), "skipped": len(skipped)},
+        "data": {"path": str(data_path), "sha256": sha256_file(data_path), "pairs": len(rows), "skipped": len(skipped),
+                 "train_pairs": len(train_rows), "eval_pairs": len(eval_rows)},
         "versions": _versions(),
     }
     (rd.train / "config.yaml").write_text(yaml.safe_dump(effective, sort_keys=False))
     write_json(rd.stage_summary("train"), summary)
     log.info(
-        "trained %s: %d steps, loss %.4f, reward accuracy %s -> %s",
-        persona.id, summary["steps"], summary["train_loss"], summary["final_reward_accuracy"], rd.adapter,
+        "trained %s: %d steps, loss %.4f, last-epoch reward accuracy %s, held-out loss %s / reward accuracy %s -> %s",
+        persona.id, summary["steps"], summary["train_loss"], summary["reward_accuracy"], summary["eval_loss"],
+        summary["eval_reward_accuracy"], rd.adapter,
     )
     return summary
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
 
 
 def _versions() -> dict[str, str]:
@@ -324,6 +396,8 @@ def main(args: argparse.Namespace) -> int:
     summary = run(persona_from_args(args), args.run_dir, data=args.data, max_steps=args.max_steps)
     print(
         f"train: {summary['pairs']} pairs ({summary['skipped']} skipped), {summary['steps']} steps, "
-        f"loss {summary['train_loss']:.4f}, reward accuracy {summary['final_reward_accuracy']} -> {summary['adapter']}"
+        f"loss {summary['train_loss']:.4f}, reward accuracy {_fmt(summary['reward_accuracy'])} (last-epoch mean); "
+        f"held out: {summary['eval_pairs']} pairs, loss {_fmt(summary['eval_loss'])}, "
+        f"reward accuracy {_fmt(summary['eval_reward_accuracy'])} -> {summary['adapter']}"
     )
     return 0

@@ -75,6 +75,48 @@ def test_training_logs_loss_changes_the_adapter_and_writes_its_files(tiny_model_
     assert not (rd.train / "trainer").exists() and not (rd.train / ".adapter.tmp").exists()
 
 
+@pytest.mark.parametrize(
+    "n, held",
+    [pytest.param(9, 0, id="below-ten-nothing-held"), pytest.param(10, 1, id="ten-one-held"), pytest.param(25, 2, id="25-two-held"),
+     pytest.param(500, 50, id="500-ten-percent")],
+)
+def test_split_holds_out_ten_percent_once_there_are_ten_pairs(n, held):
+    rows = [{"prompt": str(i), "chosen": "c", "rejected": "r"} for i in range(n)]
+    kept, out = train.split_holdout(rows, seed=42)
+    assert len(out) == held and len(kept) + len(out) == n
+    assert not {r["prompt"] for r in kept} & {r["prompt"] for r in out}
+    assert train.split_holdout(rows, seed=42) == (kept, out)
+    assert n < 25 or train.split_holdout(rows, seed=7)[1] != out
+
+
+def test_epoch_means_average_each_epochs_steps():
+    steps = [{"epoch": 0.5, "loss": 0.7, "rewards/accuracies": 0.0, "rewards/margins": 0.0},
+             {"epoch": 1.0, "loss": 0.5, "rewards/accuracies": 1.0, "rewards/margins": 0.2},
+             {"epoch": 1.5, "loss": 0.3, "rewards/accuracies": 0.5, "rewards/margins": 0.4},
+             {"epoch": 2.0, "loss": 0.1, "rewards/accuracies": 1.0, "rewards/margins": 0.6}]
+    assert train.epoch_means(steps) == [
+        {"epoch": 1, "steps": 2, "loss": 0.6, "reward_accuracy": 0.5, "reward_margin": 0.1},
+        {"epoch": 2, "steps": 2, "loss": 0.2, "reward_accuracy": 0.75, "reward_margin": 0.5},
+    ]
+
+
+def test_held_out_pairs_give_eval_loss_and_the_summary_reports_epoch_means(tiny_model_dir, tmp_path):
+    rd = RunDir(tmp_path / "run")
+    write_jsonl(rd.ensure().dpo, dpo_rows(12))
+    summary = train.run(tiny_persona(tiny_model_dir, epochs=2), rd)
+    metrics = read_json(rd.train / "metrics.json")
+    assert (summary["pairs"], summary["train_pairs"], summary["eval_pairs"]) == (12, 11, 1)
+    assert summary["steps"] == 12  # 11 pairs / batch 2 = 6 steps per epoch, 2 epochs
+    assert [e["epoch"] for e in summary["epoch_means"]] == [1, 2] and [e["steps"] for e in summary["epoch_means"]] == [6, 6]
+    last_epoch = [s["rewards/accuracies"] for s in metrics["steps"][6:]]
+    assert summary["reward_accuracy"] == pytest.approx(sum(last_epoch) / 6, abs=1e-6)
+    assert len(metrics["evaluations"]) == 2  # one per epoch
+    assert isinstance(summary["eval_loss"], float) and 0.0 <= summary["eval_reward_accuracy"] <= 1.0
+    assert summary["eval_loss"] == metrics["evaluations"][-1]["eval_loss"]
+    effective = yaml.safe_load((rd.train / "config.yaml").read_text())
+    assert (effective["data"]["train_pairs"], effective["data"]["eval_pairs"]) == (11, 1)
+
+
 @pytest.fixture
 def sft_adapter(tiny_model_dir, tmp_path):
     """A non-trivial SFT adapter (random LoRA B) of a different shape than the persona's LoRA config."""
