@@ -39,6 +39,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "rollback": ("dpo_tasks.publish", "point LATEST back to an earlier version"),
     "export": ("dpo_tasks.export", "a published version with its adapter merged into the base (plain transformers model)"),
     "run": ("dpo_tasks.pipeline", "every stage in order for one persona"),
+    "report": ("dpo_tasks.cross_report", "the cross-persona report (--all): win rates with intervals per persona, overall, per category"),
     "sync": ("dpo_tasks.store.sync", "copy run files between a run dir and a store URI (gs:// or a path)"),
     "dvc-params": ("dpo_tasks.lineage", "write params.yaml (the DVC pipeline's parameters) from personas.yaml"),
     "version-data": ("dpo_tasks.lineage", "version a run's datasets with DVC and push them to the DVC remote"),
