@@ -97,6 +97,8 @@ class Store(ABC):
             version = rec.get("version")
             if not isinstance(version, str):
                 continue
+            if stack and stack[-1] == version:
+                continue  # a re-promote of the served version changes nothing
             if rec.get("action") == "rollback" and version in stack:
                 del stack[len(stack) - stack[::-1].index(version):]
             else:

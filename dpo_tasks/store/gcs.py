@@ -272,8 +272,9 @@ class GCSStore(Store):
             ) from None
         log.info("LATEST of %s: %r -> %r", namespace, current, version)
         # After the LATEST write: only the winner of a race records a move (a crash in between
-        # loses the record, and `served` then trusts LATEST).
-        self._append_history(namespace, history_record(version, current, record))
+        # loses the record, and `served` then trusts LATEST). Re-pointing LATEST at itself is not a move.
+        if current != version:
+            self._append_history(namespace, history_record(version, current, record))
         if namespace.startswith(COMMUNITY_PREFIX):
             self._mirror_served(namespace, version)
 

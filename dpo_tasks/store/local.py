@@ -125,10 +125,11 @@ class LocalStore(Store):
             ns = self._ns(namespace)
             # Recorded first, under the lock: a LATEST that moved is always in the history (a crash
             # in between leaves a record of a move that did not happen; `served` trusts LATEST over it).
-            with open(ns / HISTORY, "a", encoding="utf-8") as fh:
-                fh.write(json.dumps(history_record(version, current, record)) + "\n")
-                fh.flush()
-                os.fsync(fh.fileno())
+            if current != version:  # re-pointing LATEST at itself is not a move
+                with open(ns / HISTORY, "a", encoding="utf-8") as fh:
+                    fh.write(json.dumps(history_record(version, current, record)) + "\n")
+                    fh.flush()
+                    os.fsync(fh.fileno())
             fd, tmp = tempfile.mkstemp(dir=ns, prefix=".LATEST.", suffix=".tmp")
             try:
                 with os.fdopen(fd, "w") as fh:

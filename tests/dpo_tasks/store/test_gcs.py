@@ -327,3 +327,44 @@ def test_publish_and_rollback_commands_on_gcs(gcs_uri, tmp_path, namespace):
     if namespace.startswith("policies/"):
         served = store.bucket.blob(f"{store.prefix}/{namespace}/LATEST/adapter/adapter_config.json").download_as_text()
         assert json.loads(served)["tag"] == "first"
+
+
+def test_history_records_every_move_and_rollback_follows_it(store, tmp_path, make_version_dir):
+    """v1, v2 served; v3 uploaded only (a dry run): rollback returns to what was served, never to v3 unasked."""
+    for tag in ("v1", "v2", "v3"):
+        store.upload_version(NS, tag, make_version_dir(tmp_path / tag, tag))
+    store.promote(NS, "v1", expected_current=None, record={"action": "publish"})
+    store.promote(NS, "v2", expected_current="v1", record={"action": "publish"})
+    assert store.served(NS) == ["v1", "v2"]
+    assert store.rollback(NS) == "v1"
+    with pytest.raises(StoreError, match="never served"):
+        store.rollback(NS, to="v3")
+    assert store.latest(NS) == "v1"
+    assert store.rollback(NS, to="v3", force=True) == "v3"
+    history = store.history(NS)
+    assert [(h["version"], h["previous"], h["action"], h["forced"]) for h in history] == [
+        ("v1", None, "publish", False), ("v2", "v1", "publish", False), ("v1", "v2", "rollback", False), ("v3", "v1", "rollback", True),
+    ]
+    card = store.model_card(NS, "v3")
+    assert card["version"] == "v3" and card["serving"]["forced"] and "never been served" in card["serving"]["note"]
+
+
+def test_a_race_loser_records_nothing(published):
+    published.promote(NS, "v2")
+    with pytest.raises(StoreError, match="changed while promoting"):
+        _SlowReader(published.uri, sneak_in="v1").promote(NS, "v2")
+    assert [h["version"] for h in published.history(NS)] == ["v1", "v2", "v1"]
+
+
+@pytest.mark.parametrize("bad_path", ["../../outside.bin", "/etc/passwd", "adapter/../../../x"])
+def test_download_refuses_a_stored_manifest_that_points_outside(store, tmp_path, make_version_dir, bad_path):
+    store.upload_version(NS, "v1", make_version_dir(tmp_path / "v1", "v1"))
+    key = f"{store.prefix}/{NS}/v1/MANIFEST.json"
+    manifest = json.loads(store.bucket.blob(key).download_as_bytes())
+    manifest["files"][0]["path"] = bad_path
+    store.bucket.blob(key).upload_from_string(json.dumps(manifest))
+    cache = tmp_path / "cache" / "deep" / "v1"
+    with pytest.raises(ManifestError, match="not a safe relative path"):
+        store.download(NS, "v1", cache)
+    assert not (tmp_path / "cache").exists() or not any(p.is_file() for p in (tmp_path / "cache").rglob("*"))
+    assert not (tmp_path / "outside.bin").exists()

@@ -94,3 +94,37 @@ def test_cli_sync_both_ways(gcs_uri, run_dir, tmp_path):
     down = subprocess.run([*cmd, uri, str(tmp_path / "back")], env=env, capture_output=True, text=True)
     assert down.returncode == 0, down.stderr
     assert _tree(tmp_path / "back") == {k: v for k, v in _tree(run_dir).items() if k.startswith("train/")}
+
+
+class _Listing:
+    """The far side of a bucket listing whose object names were written by someone else.
+
+    (gcp-storage-emulator keeps objects as files and cannot hold a name with '..'; real GCS can.)
+    """
+
+    def __init__(self, names):
+        self.names, self.downloads = names, []
+
+    def list_blobs(self, bucket, prefix=None):
+        return [self._Blob(self, f"{prefix}{n}") for n in self.names]
+
+    class _Blob:
+        def __init__(self, listing, name):
+            self.listing, self.name, self.size, self.crc32c = listing, name, 1, "AAAAAA=="
+
+        def download_to_filename(self, path, checksum=None):
+            self.listing.downloads.append(path)
+            open(path, "w").write("x")
+
+
+@pytest.mark.parametrize("name", ["../escape.txt", "train/../../escape.txt", "/abs.txt", "train//x"])
+def test_pull_refuses_an_object_name_that_leaves_the_run_dir_and_writes_nothing(tmp_path, name):
+    from dpo_tasks.config import ConfigError
+
+    listing = _Listing(["train/ok.txt", name])
+    dest = tmp_path / "runs" / "r1"
+    with pytest.raises(ConfigError, match="not a safe relative path"):
+        pull("gs://bucket/staging/outputs", dest, client=listing)
+    # Every name is checked before the first download: not even the good object was written.
+    assert listing.downloads == []
+    assert not (tmp_path / "runs" / "escape.txt").exists() and not any(p.is_file() for p in tmp_path.rglob("*"))
