@@ -100,6 +100,7 @@ def prepare_persona_run(persona_id: str, personas_file: str | None = None) -> di
     # Everything about the conf is checked before the run dir exists: a refused run leaves nothing behind.
     sets = overrides_from_params(params)
     feedback = _check_feedback_window(conf.get("feedback"), persona_id)
+    _check_overrides(persona_id, Path(personas_file or default_personas_path()), sets)
     rd = RunDir(run_dir_for(persona_id, ctx["run_id"])).ensure()
     snapshot = _snapshot_personas(personas_file, rd)
     persona = _check_overrides(persona_id, snapshot, sets)
@@ -344,6 +345,8 @@ def prepare_custom_run(personas_file: str | None = None) -> dict[str, Any]:
     params = dict(ctx["params"])
     request = check_custom_conf(params)
     community, base_persona, namespace, sets = request.community, request.persona, request.namespace, request.sets
+    # The base persona and the overrides' values too, before the run dir exists.
+    _check_overrides(base_persona, Path(personas_file or default_personas_path()), sets)
     rd = RunDir(run_dir_for(namespace, ctx["run_id"])).ensure()
     snapshot = _snapshot_personas(personas_file, rd)
     persona = _check_overrides(base_persona, snapshot, sets)
