@@ -115,7 +115,10 @@ class _Model(BaseModel):
 
 class ModelConfig(_Model):
     base: str = EMBEDDED_MODEL
+    # A directory, or a gs:// URI / store path the stage pulls into its cache (the pod included).
     sft_adapter: str | None = None
+    # Pins the base model's hub revision (a commit hash or tag); recorded in the model card.
+    revision: str | None = None
 
 
 class GenerationConfig(_Model):
@@ -181,41 +184,145 @@ class LabelingConfig(_Model):
     reward: RewardConfig = RewardConfig()
 
 
+IMAGE_DIGEST_RE = re.compile(r"sha256:[0-9a-f]{64}")
+
+
+def check_image_pinned(image: str) -> str:
+    """A pod image must say which build it is: a tag other than `latest`, or a digest."""
+    name, at, digest = image.partition("@")
+    if at:
+        if not IMAGE_DIGEST_RE.fullmatch(digest):
+            raise ValueError(f"image {image!r} has a malformed digest; expected @sha256:<64 hex digits>")
+        return image
+    last = name.rsplit("/", 1)[-1]
+    if ":" not in last:
+        raise ValueError(
+            f"image {image!r} has no tag: pin the trainer image by tag or digest "
+            "(e.g. REGISTRY/persona-dpo-trainer:1.4.0 or ...@sha256:...), so every pod of a run runs the same build"
+        )
+    if last.rsplit(":", 1)[1] == "latest":
+        raise ValueError(f"image {image!r} uses the ':latest' tag, which moves; pin the trainer image by a release tag or digest")
+    return image
+
+
+def check_quantity(field: str, v: str | None) -> str | None:
+    """A positive Kubernetes quantity; bytes below a mebibyte are a missing suffix ("64" meant "64Gi")."""
+    if v is None:
+        return v
+    amount = parse_quantity(v)
+    if amount <= 0:
+        raise ValueError(f"{field} must be a positive quantity, got {brief(v)}")
+    if field != "cpu" and amount < 2**20:
+        raise ValueError(f"{field} = {brief(v)} is {amount} bytes; add a suffix such as Mi or Gi")
+    if field == "cpu" and amount < Decimal("0.001"):
+        raise ValueError(f"cpu = {brief(v)} is below 1m, the smallest CPU request Kubernetes accepts")
+    return v
+
+
+class Toleration(_Model):
+    key: str
+    operator: Literal["Exists", "Equal"] = "Exists"
+    value: str | None = None
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = "NoSchedule"
+
+
+GPU_TOLERATION = Toleration(key="nvidia.com/gpu")
+A100_NODES = {"cloud.google.com/gke-accelerator": "nvidia-tesla-a100"}
+
+
+class PodResources(_Model):
+    """What one stage's pod asks for. A generation or evaluation pod may need less than training."""
+
+    # 0: a CPU pod (format only needs the tokenizer); no GPU node, no A100 pool slot.
+    gpu_count: int = Field(1, ge=0)
+    cpu: str = "4"
+    memory: str = "32Gi"
+    # Requested and limited: the run dir, /tmp and the caches are emptyDirs on the node's disk.
+    ephemeral_storage: str = "100Gi"
+    node_selector: dict[str, str] = A100_NODES
+    tolerations: tuple[Toleration, ...] = (GPU_TOLERATION,)
+    # The task's execution_timeout; the pod's activeDeadlineSeconds is a backstop a little above it.
+    timeout_s: int = Field(3 * 3600, ge=60, le=7 * 24 * 3600)
+
+    @field_validator("cpu", "memory", "ephemeral_storage")
+    @classmethod
+    def _quantity(cls, v: str, info: Any) -> str:
+        return check_quantity(info.field_name, v)
+
+    @field_validator("gpu_count")
+    @classmethod
+    def _one_gpu(cls, v: int) -> int:
+        if v > 1:
+            raise ValueError(
+                f"gpu_count={v!r} is not supported: every stage runs as one process on one GPU (it is not "
+                "launched through accelerate/torchrun, so extra GPUs would sit idle); use one larger GPU "
+                "(node_selector, e.g. nvidia-a100-80gb) instead"
+            )
+        return v
+
+
+class SecretKeyRef(_Model):
+    """A key of a Kubernetes Secret in the pods' namespace (created by the platform team)."""
+
+    name: str = Field(pattern=r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
+    key: str = Field(pattern=r"^[-._a-zA-Z0-9]{1,253}$")
+
+
+class ModelCacheConfig(_Model):
+    """A volume for the Hugging Face cache, so a 3B base is not downloaded by every pod."""
+
+    pvc: str | None = None
+    gcs_bucket: str | None = None
+    read_only: bool = False
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "ModelCacheConfig":
+        if (self.pvc is None) == (self.gcs_bucket is None):
+            raise ValueError("model_cache needs exactly one of pvc (a PersistentVolumeClaim name) or gcs_bucket (GCS FUSE CSI)")
+        return self
+
+
 class KubernetesConfig(_Model):
+    """Where and how the model stages' pods run (`runner: kubernetes`). Deployment settings only:
+    a run's conf never changes them."""
+
     gke: bool = True
-    image: str = "ghcr.io/persona-dpo/trainer:latest"
+    # Required with the kubernetes runner; a tag other than latest, or a digest.
+    image: str | None = None
     namespace: str = "persona-dpo"
     project_id: str | None = None
     location: str | None = None
     cluster_name: str | None = None
     kubernetes_conn_id: str = "kubernetes_default"
-    gpu_count: int = Field(1, ge=1, le=16)
-    node_selector: dict[str, str] = {"cloud.google.com/gke-accelerator": "nvidia-tesla-a100"}
     startup_timeout_s: int = Field(900, ge=600)
     service_account_name: str | None = None
-    cpu: str = "8"
-    memory: str = "64Gi"
-    # Scratch disk for the pod (the model download and checkpoints); None leaves the cluster default.
-    ephemeral_storage: str | None = None
+    # The trainer image's user (docker/trainer.Dockerfile); the pod runs as it, never as root.
+    run_as_user: int = Field(50000, ge=10000)
+    scratch_size: str = "50Gi"
+    cache_size: str = "50Gi"
+    shm_size: str = "16Gi"
+    hf_token_secret: SecretKeyRef | None = None
+    model_cache: ModelCacheConfig | None = None
+    generate: PodResources = PodResources()
+    label: PodResources = PodResources()
+    format: PodResources = PodResources(
+        gpu_count=0, cpu="2", memory="8Gi", ephemeral_storage="20Gi", node_selector={}, tolerations=(), timeout_s=3600,
+    )
+    train: PodResources = PodResources(cpu="8", memory="64Gi", ephemeral_storage="150Gi", timeout_s=8 * 3600)
+    evaluate: PodResources = PodResources()
 
-    @field_validator("cpu", "memory", "ephemeral_storage")
+    @field_validator("image")
     @classmethod
-    def _quantity(cls, v: str | None, info: Any) -> str | None:
-        if v is None:
-            return v
-        amount = parse_quantity(v)
-        if amount <= 0:
-            raise ValueError(f"{info.field_name} must be a positive quantity, got {brief(v)}")
-        # Bytes below a mebibyte are a missing suffix ("64" meant "64Gi"), not a pod size.
-        if info.field_name != "cpu" and amount < 2**20:
-            raise ValueError(f"{info.field_name} = {brief(v)} is {amount} bytes; add a suffix such as Mi or Gi")
-        if info.field_name == "cpu" and amount < Decimal("0.001"):
-            raise ValueError(f"cpu = {brief(v)} is below 1m, the smallest CPU request Kubernetes accepts")
-        return v
+    def _pinned(cls, v: str | None) -> str | None:
+        return None if v is None else check_image_pinned(v)
+
+    @field_validator("scratch_size", "cache_size", "shm_size")
+    @classmethod
+    def _size(cls, v: str, info: Any) -> str:
+        return check_quantity(info.field_name, v)
 
 
 class TrainingConfig(_Model):
-    runner: Literal["local", "kubernetes"] = "local"
     lora_r: int = Field(16, ge=1, le=1024)
     lora_alpha: int = Field(16, ge=1)
     lora_dropout: float = Field(0.05, ge=0, lt=1)
@@ -233,7 +340,21 @@ class TrainingConfig(_Model):
     # of a run whose training happens on a GPU pod.
     quantization: Literal["none", "4bit"] = "none"
     seed: int = 42
-    kubernetes: KubernetesConfig = KubernetesConfig()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _moved_settings(cls, data: Any) -> Any:
+        # The runner no longer concerns training alone (generate, evaluate and reward labeling run
+        # on pods too); an old personas.yaml fails loudly instead of silently training locally.
+        if isinstance(data, dict):
+            moved = [k for k in ("runner", "kubernetes") if k in data]
+            if moved:
+                raise ValueError(
+                    f"training.{' and training.'.join(moved)} moved to the pipeline level in this version: write "
+                    "`runner: local | kubernetes` and `kubernetes: {...}` next to `training:` (per-stage pod "
+                    "resources under kubernetes.generate/label/train/evaluate); see docs/deployment.md"
+                )
+        return data
 
     @model_validator(mode="after")
     def _prompt_fits(self) -> "TrainingConfig":
@@ -290,6 +411,8 @@ class FeedbackConfig(_Model):
 
 class PipelineConfig(_Model):
     schedule: str | None = "@weekly"
+    # Where the stages that load a model run: a subprocess of the worker, or pods (see `kubernetes`).
+    runner: Literal["local", "kubernetes"] = "local"
     model: ModelConfig = ModelConfig()
     generation: GenerationConfig = GenerationConfig()
     labeling: LabelingConfig = LabelingConfig()
@@ -297,6 +420,16 @@ class PipelineConfig(_Model):
     evaluation: EvaluationConfig = EvaluationConfig()
     gate: GateConfig = GateConfig()
     feedback: FeedbackConfig = FeedbackConfig()
+    kubernetes: KubernetesConfig = KubernetesConfig()
+
+    @model_validator(mode="after")
+    def _pod_image(self) -> "PipelineConfig":
+        if self.runner == "kubernetes" and self.kubernetes.image is None:
+            raise ValueError(
+                "runner is 'kubernetes' but kubernetes.image is not set; give the trainer image pinned by "
+                "tag or digest (e.g. REGISTRY/persona-dpo-trainer:1.4.0)"
+            )
+        return self
 
     @field_validator("schedule")
     @classmethod

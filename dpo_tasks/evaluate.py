@@ -32,8 +32,12 @@ Outputs in `<run_dir>/eval/`:
                              truncation_rate (per model: answers that hit max_new_tokens), ...
     evaluation_report.html   offline HTML report with charts (dpo_tasks.report)
 
+`--part answers` only generates the answers (needs the models: the GPU pod with the kubernetes
+runner) and `--part judge` only judges answers already in `responses.jsonl` (no model is loaded:
+the Airflow worker); `--part all`, the default, does both.
+
 Usage:
-    python -m dpo_tasks evaluate --persona persona_e_mexican_vegan --run-dir runs/demo [--baseline latest]
+    python -m dpo_tasks evaluate --persona persona_e_mexican_vegan --run-dir runs/demo [--baseline latest] [--part all]
 """
 
 from __future__ import annotations
@@ -112,10 +116,12 @@ def _answer_key(model_id: dict[str, Any], conversation: list[dict[str, str]], sa
 
 def generate_answers(
     persona: Persona, cases: list[dict[str, Any]], *, role: str, base: str, adapter: str | None, out: Path,
+    may_generate: bool = True,
 ) -> tuple[dict[str, str], dict[str, bool | None]]:
     """Answers of one model for every case, reusing `out` (responses.jsonl) and appending new batches.
 
     Returns (answers, cut_off) by case id; cut_off is None for answers cached before it was recorded.
+    With `may_generate=False` every answer must already be in `out` (no model is loaded).
     """
     cfg = persona.config
     model_id = {"base": base, "adapter": _adapter_fingerprint(Path(adapter)) if adapter else None}
@@ -136,6 +142,11 @@ def generate_answers(
     if not todo:
         log.info("evaluate: %s answers for %d cases reused from %s", role, len(cases), out)
         return answers, cut_off
+    if not may_generate:
+        raise ConfigError(
+            f"evaluate --part judge: {sum(len(p[0]) for p in todo)} of {len(cases)} {role} answers are not in "
+            f"{str(out)!r} (for these weights and sampling settings); run evaluate --part answers first"
+        )
     from dpo_tasks.generate import generate
     from dpo_tasks.models import load_policy
 
@@ -252,9 +263,9 @@ def run(
     store_uri: str | None = None,
     namespace: str | None = None,
     judge: Judge | None = None,
+    part: str = "all",
 ) -> dict[str, Any]:
     from dpo_tasks.prompts import load_eval_cases
-    from dpo_tasks.report import render_report
 
     rd = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
     cfg = persona.config
@@ -266,8 +277,18 @@ def run(
         raise ConfigError(f"persona {persona.id!r} has no evaluation cases")
     base_info = resolve_baseline(persona, baseline, store_uri=store_uri, namespace=namespace)
     responses = rd.eval / "responses.jsonl"
-    cand, cand_cut = generate_answers(persona, cases, role="candidate", base=cfg.model.base, adapter=str(candidate_adapter), out=responses)
-    base_answers, base_cut = generate_answers(persona, cases, role="baseline", base=base_info["base"], adapter=base_info["adapter"], out=responses)
+    may_generate = part != "judge"
+    cand, cand_cut = generate_answers(persona, cases, role="candidate", base=cfg.model.base, adapter=str(candidate_adapter),
+                                      out=responses, may_generate=may_generate)
+    base_answers, base_cut = generate_answers(persona, cases, role="baseline", base=base_info["base"], adapter=base_info["adapter"],
+                                              out=responses, may_generate=may_generate)
+    if part == "answers":
+        summary = {"persona": persona.id, "cases": len(cases), "responses": str(responses), "baseline": base_info["label"]}
+        write_json(rd.stage_summary("evaluate_answers"), summary)
+        log.info("evaluate: answers of both models to %d cases in %s", len(cases), responses)
+        return summary
+    from dpo_tasks.report import render_report
+
     cut = {"candidate": cand_cut, "baseline": base_cut}
     cut_texts = [text for answers, flags in ((cand, cand_cut), (base_answers, base_cut)) for i, text in answers.items() if flags.get(i)]
 
@@ -356,6 +377,8 @@ def make_parser(command: str = "evaluate") -> argparse.ArgumentParser:
     parser.add_argument("--candidate", default=None, help="candidate adapter dir (default: RUN_DIR/train/adapter)")
     parser.add_argument("--store", default=None, help="store URI for --baseline latest (default: $PERSONA_DPO_STORE or ./store)")
     parser.add_argument("--namespace", default=None, help="store namespace for --baseline latest (default: the persona id)")
+    parser.add_argument("--part", choices=("all", "answers", "judge"), default="all",
+                        help="answers: generate only; judge: judge the stored answers only, loading no model (default: %(default)s)")
     return parser
 
 
@@ -363,7 +386,10 @@ def main(args: argparse.Namespace) -> int:
     from dpo_tasks.cli import persona_from_args
 
     s = run(persona_from_args(args), args.run_dir, baseline=args.baseline, candidate=args.candidate,
-            store_uri=args.store, namespace=args.namespace)
+            store_uri=args.store, namespace=args.namespace, part=args.part)
+    if args.part == "answers":
+        print(f"evaluate: answers of the candidate and {s['baseline']} to {s['cases']} cases in {s['responses']}")
+        return 0
     print(
         f"evaluate: win rate {s['win_rate']:.3f} (95% CI {s['ci_low']:.3f}-{s['ci_high']:.3f}) vs {s['baseline']['label']} "
         f"over {s['n']} cases ({s['wins']} wins, {s['ties']} ties, {s['losses']} losses) by the {s['eval_judge']} judge "

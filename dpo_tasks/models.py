@@ -183,7 +183,7 @@ def check_quantization(quantization: str, device: str) -> None:
     if not device.startswith("cuda"):
         raise ConfigError(
             f"training.quantization={quantization!r} needs a CUDA GPU (bitsandbytes NF4), but this train stage "
-            f"runs on {device!r}; set training.quantization='none' or run it on a GPU (training.runner='kubernetes')"
+            f"runs on {device!r}; set training.quantization='none' or run it on a GPU (runner: kubernetes)"
         )
     if importlib.util.find_spec("bitsandbytes") is None:
         raise ConfigError(

@@ -76,6 +76,7 @@ def model_card(persona: Persona, rd: RunDir, *, run_id: str, created: datetime, 
         "run_id": run_id,
         "created": created.astimezone(timezone.utc).isoformat(timespec="seconds"),
         "base_model": cfg.model.base,
+        "base_model_revision": cfg.model.revision,
         "sft_adapter": cfg.model.sft_adapter,
         "data_sha256": hashes,
         "pairs_by_source": by_source,
@@ -95,7 +96,7 @@ def model_card(persona: Persona, rd: RunDir, *, run_id: str, created: datetime, 
             "ci_high": evals.get("ci_high"),
         },
         "gate": {k: gate.get(k) for k in ("decision", "reason", "threshold")} | {"published_despite_gate": forced},
-        "training": cfg.training.model_dump(mode="json", exclude={"kubernetes"}),
+        "training": cfg.training.model_dump(mode="json"),
     }
 
 

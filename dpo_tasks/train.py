@@ -338,7 +338,7 @@ def run(persona: Persona, run_dir: str | Path | RunDir, *, data: str | Path | No
         "persona": persona.id,
         "model": {"base": mc.base, "resolved": resolve_model_path(mc.base), "sft_adapter": mc.sft_adapter},
         "reference": "sft_adapter" if mc.sft_adapter else "base",
-        "training": persona.config.training.model_dump(mode="json", exclude={"kubernetes", "runner"}),
+        "training": persona.config.training.model_dump(mode="json"),
         "lora": _lora_summary(model),
         "runtime": {
             "device": device,

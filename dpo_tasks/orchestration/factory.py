@@ -1,8 +1,13 @@
 """Builds the DAGs: one `dpo_<persona_id>` per persona in personas.yaml, and `dpo_custom`.
 
-    prepare ─► feedback_export ─► generate ─► label ─► format ─┬─► choose_runner ─┬─► train_local ──────┬─► evaluate ─► gate ─► publish
-                                                                │                  └─► train_kubernetes ─┘                       ▲
-                                                                └─► version_data (DVC) ──────────────────────────────────────────┘
+    prepare ─► feedback_export ─► generate ─► label ─► format ─┬─► train ─► evaluate_answers ─► evaluate ─► gate ─► publish
+                                                                └─► version_data (DVC) ───────────────────────────────────┘
+
+The persona's `runner` (personas.yaml, a deployment setting) decides at parse time where the model
+stages run: `local`, subprocesses of the worker; `kubernetes`, `generate`, `train`,
+`evaluate_answers` and a reward-model `label` are `StagePodOperator`s (GPU pods in the trainer
+image; `format`, which needs the base model's tokenizer, a CPU pod), while API/rule judging (`label`, `evaluate`), gate, publish and DVC stay on the worker,
+which then never imports torch. The task ids are the same either way.
 
 `dpo_custom` replaces generate/label/format with the community's own dataset (validated in
 `prepare`). The DAG files in `dags/` only call `build_persona_dags()` / `build_custom_dag()`.
@@ -15,14 +20,14 @@ from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any, Iterator
 
-from airflow.sdk import DAG, Param, ParamsDict, TriggerRule, chain, get_parsing_context
+from airflow.sdk import DAG, BaseOperator, Param, ParamsDict, chain, get_parsing_context
 
 from dpo_tasks.config import DEFAULT_PERSONA, PersonasFile, PipelineConfig, Persona, load_personas_lenient
 from dpo_tasks.orchestration import tasks
 from dpo_tasks.orchestration.common import DAGRUN_TIMEOUT, POOL_A100, POOL_GROQ, dag_policy
 from dpo_tasks.orchestration.params import persona_params
-from dpo_tasks.orchestration.operators import ChooseRunnerOperator, StageOperator
-from dpo_tasks.orchestration.pod import TrainPodOperator
+from dpo_tasks.orchestration.operators import StageOperator
+from dpo_tasks.orchestration.pod import StagePodOperator
 
 log = logging.getLogger(__name__)
 
@@ -55,16 +60,24 @@ def _stage(task_id: str, call: Any, *args: Any, run: Any = None, **kwargs: Any) 
     return StageOperator(task_id=task_id, call=call, args=args, run=run, **kwargs)
 
 
-def _training_and_after(run: Any, *, after: Any) -> None:
-    """choose_runner ─► (train_local | train_kubernetes) ─► evaluate ─► gate ─► publish, and version_data."""
-    branch = ChooseRunnerOperator(task_id="choose_runner", run=run)
-    train_local = _stage("train_local", tasks.run_stage, "train", run=run, execution_timeout=TRAIN_TIMEOUT)
-    train_k8s = TrainPodOperator(task_id="train_kubernetes", run=run, pool=POOL_A100, execution_timeout=TRAIN_TIMEOUT)
-    evaluate = _stage("evaluate", tasks.run_stage, "evaluate", run=run, execution_timeout=STAGE_TIMEOUT,
-                      trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS)
+def _model_stage(stage: str, run: Any, cfg: PipelineConfig, *, timeout: timedelta, **kwargs: Any) -> BaseOperator:
+    """A stage that loads a model: a pod with the kubernetes runner, a worker subprocess otherwise."""
+    if cfg.runner == "kubernetes":
+        res = getattr(cfg.kubernetes, tasks.POD_RESOURCES[stage])
+        if res.gpu_count:
+            kwargs.setdefault("pool", POOL_A100)
+        return StagePodOperator(task_id=stage, stage=stage, run=run, execution_timeout=timedelta(seconds=res.timeout_s), **kwargs)
+    return _stage(stage, tasks.run_stage, stage, run=run, execution_timeout=timeout, **kwargs)
+
+
+def _training_and_after(run: Any, cfg: PipelineConfig, *, after: Any) -> None:
+    """train ─► evaluate_answers ─► evaluate ─► gate ─► publish, and version_data."""
+    train = _model_stage("train", run, cfg, timeout=TRAIN_TIMEOUT)
+    answers = _model_stage("evaluate_answers", run, cfg, timeout=STAGE_TIMEOUT)
+    evaluate = _stage("evaluate", tasks.run_stage, "evaluate", run=run, execution_timeout=STAGE_TIMEOUT)
     gate = _stage("gate", tasks.run_stage, "gate", run=run)
     publish = _stage("publish", tasks.publish_if_promoted, run=run)
-    chain(after, branch, [train_local, train_k8s], evaluate, gate, publish)
+    chain(after, train, answers, evaluate, gate, publish)
     # The datasets are pushed to the DVC remote while training runs; the model card needs their versions.
     version_data = _stage("version_data", tasks.run_stage, "version-data", run=run)
     chain(after, version_data, publish)
@@ -81,7 +94,7 @@ def _persona_doc(persona: Persona, personas_path: str) -> str:
 Keeps this persona's LoRA adapter aligned with Direct Preference Optimization: it samples
 {cfg.generation.num_prompts} recipe requests from the persona's prompt pool, generates a strongly and a
 weakly persona-conditioned answer to each, lets the **{cfg.labeling.judge}** judge pick chosen/rejected,
-trains with TRL DPO + LoRA (runner **{cfg.training.runner}**, set in personas.yaml), evaluates the candidate against the current
+trains with TRL DPO + LoRA (model stages on the **{cfg.runner}** runner, set in personas.yaml), evaluates the candidate against the current
 model with the **{cfg.evaluation.judge}** judge and publishes it only when the lower bound of its win
 rate's 95% interval reaches **{cfg.gate.min_win_rate_lower_bound}**.
 
@@ -114,11 +127,12 @@ def build_persona_dag(persona: Persona, personas_path: str | None = None) -> DAG
     ) as dag, _tasks_share_dag_params(dag):
         run = _stage("prepare", tasks.prepare_persona_run, persona.id, path).output
         feedback = _stage("feedback_export", tasks.export_feedback, run=run)
-        generate = _stage("generate", tasks.run_stage, "generate", run=run, execution_timeout=STAGE_TIMEOUT)
-        label = _stage("label", tasks.run_stage, "label", run=run, execution_timeout=STAGE_TIMEOUT, pool=POOL_GROQ)
-        fmt = _stage("format", tasks.run_stage, "format", run=run)
+        cfg = persona.config
+        generate = _model_stage("generate", run, cfg, timeout=STAGE_TIMEOUT)
+        label = _model_stage("label", run, cfg, timeout=STAGE_TIMEOUT, pool=POOL_GROQ)
+        fmt = _model_stage("format", run, cfg, timeout=STAGE_TIMEOUT)
         chain(feedback, generate, label, fmt)
-        _training_and_after(run, after=fmt)
+        _training_and_after(run, cfg, after=fmt)
     return dag
 
 
@@ -180,7 +194,7 @@ def build_custom_dag(personas: PersonasFile) -> DAG:
         tags=CUSTOM_TAGS,
     ) as dag, _tasks_share_dag_params(dag):
         run = _stage("prepare", tasks.prepare_custom_run, str(personas.path)).output
-        _training_and_after(run, after=run)
+        _training_and_after(run, cfg, after=run)
     return dag
 
 

@@ -1,4 +1,4 @@
-"""The two small operators the DAGs are made of, besides the training pod.
+"""The small operator the DAGs are made of, besides the stage pods (`pod.StagePodOperator`).
 
 `StageOperator` calls one function of `dpo_tasks.orchestration.tasks` with the run description
 (an XCom of `prepare`) and returns what it returns (a small summary) to XCom. It is a
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Sequence
 
-from airflow.sdk import BaseBranchOperator, BaseOperator
+from airflow.sdk import BaseOperator
 
 
 class StageOperator(BaseOperator):
@@ -38,17 +38,3 @@ class StageOperator(BaseOperator):
             # Bad settings or a bad file fail the same way on every try: fail now, without retries.
             raise AirflowFailException(str(exc)) from exc
 
-
-class ChooseRunnerOperator(BaseBranchOperator):
-    """Follows `train_local` or `train_kubernetes`, as the persona's `training.runner` (personas.yaml) says."""
-
-    template_fields: Sequence[str] = ("run",)
-
-    def __init__(self, *, run: Any, **kwargs: Any):
-        super().__init__(**kwargs)
-        self.run = run
-
-    def choose_branch(self, context: Any) -> str:
-        from dpo_tasks.orchestration.tasks import choose_runner
-
-        return choose_runner(self.run)

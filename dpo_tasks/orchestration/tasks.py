@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from dpo_tasks.config import ConfigError, Persona, check_run_overrides, default_personas_path, load_persona, with_overrides
+from dpo_tasks.config import ConfigError, Persona, PipelineConfig, check_run_overrides, default_personas_path, load_persona, with_overrides
 from dpo_tasks.orchestration.common import run_dir_for, safe_run_id
 from dpo_tasks.orchestration.custom import check_custom_conf
 from dpo_tasks.orchestration.params import overrides_from_params
@@ -38,13 +38,17 @@ def _context() -> dict[str, Any]:
     return get_current_context()
 
 
+# DAG task -> the part of `evaluate` it runs: the answers need the model (a pod with the
+# kubernetes runner), the judging needs only the answers and the judge (the worker).
+EVALUATE_PARTS = {"evaluate_answers": "answers", "evaluate": "judge"}
+
+
 def stage_argv(stage: str, run: dict[str, Any]) -> list[str]:
-    """The CLI call of `stage` for this run (what the local runner and the pod both execute)."""
-    argv = [stage, *run["args"]]
-    if stage == "evaluate":
+    """The CLI call of `stage` (a DAG task's stage) for this run: what the local runner and the pod execute."""
+    if stage in EVALUATE_PARTS:
         # Against the model users get now (the base model until a first version is published).
-        argv += ["--baseline", "latest", "--namespace", run["namespace"]]
-    return argv
+        return ["evaluate", *run["args"], "--baseline", "latest", "--namespace", run["namespace"], "--part", EVALUATE_PARTS[stage]]
+    return [stage, *run["args"]]
 
 
 def common_args(persona_id: str, personas_file: Path, run_dir: Path, sets: list[str]) -> list[str]:
@@ -106,13 +110,14 @@ def prepare_persona_run(persona_id: str, personas_file: str | None = None) -> di
     persona = _check_overrides(persona_id, snapshot, sets)
     write_json(rd.root / "trigger.json", {"run_id": ctx["run_id"], "params": params, "feedback": feedback, "sets": sets})
     run = {
+        "dag_id": ctx["dag"].dag_id if ctx.get("dag") is not None else f"dpo_{persona_id}",
         "namespace": persona_id,
         "persona": persona_id,
         "run_dir": str(rd.root),
         "run_id": safe_run_id(ctx["run_id"]),
         "args": common_args(persona_id, snapshot, rd.root, sets),
-        # The deployment's choice (personas.yaml); a run's conf cannot move training elsewhere.
-        "runner": persona.config.training.runner,
+        # The deployment's choice (personas.yaml); a run's conf cannot move the model stages elsewhere.
+        "runner": persona.config.runner,
         "dry_run": bool(params.get("dry_run")),
         "feedback": feedback,
     }
@@ -146,6 +151,17 @@ def run_persona(run: dict[str, Any]) -> Persona:
     snapshot = args[args.index("--personas-file") + 1]
     sets = [args[i + 1] for i, a in enumerate(args) if a == "--set"]
     return with_overrides(load_persona(run["persona"], snapshot), parse_overrides(sets))
+
+
+def deployment_persona_config(persona_id: str, personas_file: str | Path) -> "PipelineConfig":
+    """The persona's config as the deployment wrote it, without the run's overrides: where a run
+    executes (runner, image, namespace, service account) is never up to its conf."""
+    return load_persona(persona_id, personas_file).config
+
+
+def run_deployment_config(run: dict[str, Any]) -> "PipelineConfig":
+    args = run["args"]
+    return deployment_persona_config(run["persona"], args[args.index("--personas-file") + 1])
 
 
 def export_feedback(run: dict[str, Any]) -> dict[str, Any]:
@@ -265,11 +281,6 @@ def run_stage(stage: str, run: dict[str, Any]) -> dict[str, Any]:
     return _summary(RunDir(run["run_dir"]), stage)
 
 
-def choose_runner(run: dict[str, Any]) -> str:
-    """Branch: the task id of the training path this run uses."""
-    return "train_local" if run["runner"] == "local" else "train_kubernetes"
-
-
 def publish_if_promoted(run: dict[str, Any]) -> dict[str, Any]:
     """Publish when the gate promoted and this is not a dry run; otherwise skip, saying why."""
     from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
@@ -294,10 +305,33 @@ def publish_if_promoted(run: dict[str, Any]) -> dict[str, Any]:
     return _summary(rd, "publish")
 
 
-# --- training through the artifact store (kubernetes runner) ---------------------------------
+# --- model stages on pods, through the artifact store (kubernetes runner) ----------------------
 
-TRAIN_INPUTS = ("dpo.jsonl", "personas.yaml")
-TRAIN_OUTPUTS = ("train", "summaries/train.json")
+# DAG task -> (run-dir files the pod needs, those it produces). Optional inputs are staged when
+# present; every output must exist or the pod's `remote` call fails.
+POD_STAGES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "generate": (("personas.yaml", "feedback_prompts.jsonl", "prompts.jsonl"),
+                 ("prompts.jsonl", "variants.jsonl", "summaries/generate.json")),
+    "label": (("personas.yaml", "variants.jsonl", "feedback_pairs.jsonl"), ("labeled.jsonl", "summaries/label.json")),
+    # The base model's tokenizer renders the chat template: transformers, which the worker lacks.
+    "format": (("personas.yaml", "labeled.jsonl"), ("dpo.jsonl", "summaries/format.json")),
+    "train": (("personas.yaml", "dpo.jsonl"), ("train", "summaries/train.json")),
+    "evaluate_answers": (("personas.yaml", "train/adapter", "eval/responses.jsonl"),
+                         ("eval/responses.jsonl", "summaries/evaluate_answers.json")),
+}
+REQUIRED_POD_INPUTS = {"personas.yaml", "variants.jsonl", "labeled.jsonl", "dpo.jsonl", "train/adapter"}
+# Which `kubernetes.<stage>` pod resources a task's pod uses.
+POD_RESOURCES = {"generate": "generate", "label": "label", "format": "format", "train": "train", "evaluate_answers": "evaluate"}
+# Labeling judges that load a model (the others call an API or apply rules on the worker).
+MODEL_JUDGES = frozenset({"reward"})
+
+
+def runs_on_pod(stage: str, run: dict[str, Any]) -> bool:
+    """Whether this task of this run executes in a pod: the model stages with the kubernetes runner;
+    `label` only when its judge (which a run may choose) is a model."""
+    if run["runner"] != "kubernetes" or stage not in POD_STAGES:
+        return False
+    return stage != "label" or run_persona(run).config.labeling.judge in MODEL_JUDGES
 
 
 def staging_uri(run: dict[str, Any]) -> str:
@@ -306,30 +340,38 @@ def staging_uri(run: dict[str, Any]) -> str:
     return f"{root.rstrip('/')}/{run['namespace']}/{run['run_id']}"
 
 
-def staging_for(run: dict[str, Any]) -> dict[str, str]:
-    base = staging_uri(run)
+def staging_for(run: dict[str, Any], stage: str) -> dict[str, str]:
+    base = f"{staging_uri(run)}/{stage}"
     return {"inputs": f"{base}/inputs", "outputs": f"{base}/outputs"}
 
 
-def stage_train_inputs(run: dict[str, Any]) -> dict[str, str]:
+def stage_pod_inputs(stage: str, run: dict[str, Any]) -> dict[str, str]:
     from dpo_tasks.store.sync import push
 
-    staging = staging_for(run)
-    push(Path(run["run_dir"]), TRAIN_INPUTS, staging["inputs"])
-    log.info("staged %s for the training pod at %s", ", ".join(TRAIN_INPUTS), staging["inputs"])
+    staging = staging_for(run, stage)
+    root = Path(run["run_dir"])
+    inputs, _ = POD_STAGES[stage]
+    missing = [rel for rel in inputs if rel in REQUIRED_POD_INPUTS and not (root / rel).exists()]
+    if missing:
+        raise FileNotFoundError(f"{stage}: the pod's input(s) {', '.join(missing)} are missing from {str(root)!r}")
+    present = [rel for rel in inputs if (root / rel).exists()]
+    push(root, present, staging["inputs"])
+    log.info("staged %s for the %s pod at %s", ", ".join(present), stage, staging["inputs"])
     return staging
 
 
-def fetch_train_outputs(run: dict[str, Any]) -> dict[str, Any]:
+def fetch_pod_outputs(stage: str, run: dict[str, Any]) -> dict[str, Any]:
     from dpo_tasks.store.sync import pull
 
-    staging = staging_for(run)
+    staging = staging_for(run, stage)
     rd = RunDir(run["run_dir"])
     pulled = pull(staging["outputs"], rd.root)
-    log.info("fetched %d files of the pod's training output from %s", pulled, staging["outputs"])
-    if not rd.adapter.exists():
-        raise FileNotFoundError(f"the training pod left no adapter at {staging['outputs']!r}/train/adapter")
-    return _summary(rd, "train")
+    log.info("fetched %d files of the %s pod's output from %s", pulled, stage, staging["outputs"])
+    _, outputs = POD_STAGES[stage]
+    missing = [rel for rel in outputs if not (rd.root / rel).exists()]
+    if missing:
+        raise FileNotFoundError(f"the {stage} pod left no {', '.join(missing)} at {staging['outputs']!r}")
+    return _summary(rd, stage)
 
 
 # --- the community flow (dpo_custom) ---------------------------------------------------------
@@ -366,13 +408,14 @@ def prepare_custom_run(personas_file: str | None = None) -> dict[str, Any]:
     summary = {"community": community, "rows": total, "usable": len(result.good), "problems": len(problems)}
     write_json(rd.stage_summary("validate"), summary)
     return {
+        "dag_id": ctx["dag"].dag_id if ctx.get("dag") is not None else "dpo_custom",
         "namespace": namespace,
         "persona": base_persona,
         "community": community,
         "run_dir": str(rd.root),
         "run_id": safe_run_id(ctx["run_id"]),
         "args": common_args(base_persona, snapshot, rd.root, sets),
-        "runner": persona.config.training.runner,
+        "runner": persona.config.runner,
         "dry_run": bool(params.get("dry_run")),
         "dataset": summary,
     }

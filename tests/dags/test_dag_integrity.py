@@ -48,24 +48,24 @@ def test_dag_settings(dagbag, dag_id):
         assert t.retry_exponential_backoff > 1, t.task_id
         assert t.on_failure_callback, t.task_id
     tasks = {t.task_id: t for t in dag.tasks}
-    for stage in ("train_local", "train_kubernetes", "evaluate", "gate", "publish"):
-        assert stage in tasks, stage
-    assert tasks["train_kubernetes"].pool == POOL_A100
-    assert tasks["evaluate"].trigger_rule == "none_failed_min_one_success"
-    assert "gate" in tasks["publish"].upstream_task_ids
+    chain = ["train", "evaluate_answers", "evaluate", "gate", "publish"]
+    for up, down in zip(chain, chain[1:]):
+        assert down in tasks[up].downstream_task_ids, (up, down)
+    # personas.yaml runs every stage locally: no pod in the DAG.
+    assert {type(t).__name__ for t in dag.tasks} == {"StageOperator"}
 
 
 @pytest.mark.parametrize("persona_id", PERSONA_IDS)
 def test_persona_dag_pipeline_and_form(dagbag, persona_id):
     dag = dagbag.dags[f"dpo_{persona_id}"]
     assert persona_id in dag.doc_md
-    chain = ["prepare", "feedback_export", "generate", "label", "format", "choose_runner"]
+    chain = ["prepare", "feedback_export", "generate", "label", "format", "train"]
     for up, down in zip(chain, chain[1:]):
         assert down in dag.get_task(up).downstream_task_ids, (up, down)
     assert dag.get_task("label").pool == POOL_GROQ
     assert set(dag.params) >= {"num_prompts", "judge", "eval_judge", "min_win_rate_lower_bound", "epochs", "dry_run"}
-    # Where training runs is the deployment's choice, not a trigger's.
-    assert "training_runner" not in dag.params
+    # Where a run executes is the deployment's choice, not the form's.
+    assert not {"training_runner", "runner"} & set(dag.params)
     assert dag.schedule == load_personas().personas[persona_id].config.schedule
 
 
@@ -89,6 +89,36 @@ def test_one_bad_persona_is_an_import_error_naming_it_and_the_others_still_load(
     (error,) = [v for k, v in bag.import_errors.items() if k.endswith("persona_config_check.py")]
     assert f"dpo_{bad}" in error and "overrides.training.epochs" in error and "-1" in error
     assert not [k for k in bag.import_errors if not k.endswith("persona_config_check.py")]
+
+
+PRODUCTION = REPO / "deploy" / "personas.production.yaml"
+POD_TASKS = {"generate", "label", "format", "train", "evaluate_answers"}
+
+
+def test_production_profile_builds_every_dag_with_the_model_stages_on_pods(monkeypatch):
+    monkeypatch.setenv("PERSONA_DPO_PERSONAS", str(PRODUCTION))
+    bag = DagBag(dag_folder=str(DAGS))
+    assert bag.import_errors == {}
+    assert set(bag.dag_ids) - {"feedback_monitor"} == set(DAG_IDS)
+    for dag_id in DAG_IDS:
+        tasks = {t.task_id: t for t in bag.dags[dag_id].tasks}
+        pods = {tid for tid, t in tasks.items() if type(t).__name__ == "StagePodOperator"}
+        assert pods == POD_TASKS & set(tasks), dag_id
+        assert {type(tasks[t]).__name__ for t in set(tasks) - pods} == {"StageOperator"}, dag_id
+        # GPU pods take an A100 pool slot; label keeps the Groq pool, format is a CPU pod.
+        assert all(tasks[t].pool == POOL_A100 for t in pods - {"label", "format"}), dag_id
+        assert tasks["train"].pool == POOL_A100 and tasks.get("label", tasks["train"]).pool in (POOL_GROQ, POOL_A100)
+        # The task's timeout is the stage pod's, from the profile (8 h for training there).
+        assert tasks["train"].execution_timeout.total_seconds() == 28800
+
+
+def test_production_profile_parse_imports_nothing_heavy():
+    env = {k: v for k, v in __import__("os").environ.items() if k != "_AIRFLOW_PARSING_CONTEXT_DAG_ID"}
+    env["PERSONA_DPO_PERSONAS"] = str(PRODUCTION)
+    out = subprocess.run([sys.executable, "-c", PARSE_SCRIPT, str(DAGS)], capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["heavy"] == [] and sorted(result["dags"]) == sorted(DAG_IDS)
 
 
 def test_schedule_is_overridable_per_persona(tmp_path, monkeypatch):

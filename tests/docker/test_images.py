@@ -122,10 +122,12 @@ def _run(tmp_path: Path, sets: list[str]) -> dict:
 
     run_dir = tmp_path / "runs" / PERSONA / "scheduled_2026-01-01"
     run_dir.mkdir(parents=True)
-    shutil.copyfile(default_personas_path(), run_dir / "personas.yaml")
+    raw = yaml.safe_load(default_personas_path().read_text())
+    raw["defaults"] |= {"runner": "kubernetes", "kubernetes": {"gke": False, "image": "registry.example/trainer:1.0.0"}}
+    (run_dir / "personas.yaml").write_text(yaml.safe_dump(raw))
     return {
         "namespace": PERSONA, "persona": PERSONA, "run_dir": str(run_dir), "run_id": "scheduled_2026-01-01",
-        "args": common_args(PERSONA, run_dir / "personas.yaml", run_dir, ["training.kubernetes.gke=false", *sets]),
+        "args": common_args(PERSONA, run_dir / "personas.yaml", run_dir, sets),
         "runner": "kubernetes", "dry_run": False,
     }
 
@@ -136,6 +138,7 @@ def _parse(argv: list[str]):
     return module.make_parser(argv[0]).parse_args(argv[1:])
 
 
+@pytest.mark.parametrize("stage", ["generate", "label", "format", "train", "evaluate_answers"])
 @pytest.mark.parametrize(
     "sets",
     [
@@ -143,10 +146,10 @@ def _parse(argv: list[str]):
         pytest.param(["training.epochs=1", "labeling.judge=groq"], id="trigger-form-overrides"),
     ],
 )
-def test_the_trainer_pod_runs_a_command_line_the_image_understands(tmp_path, sets):
+def test_the_stage_pods_run_a_command_line_the_image_understands(tmp_path, sets, stage):
     from dpo_tasks.orchestration.pod import build_pod_operator
 
-    op = build_pod_operator(_run(tmp_path, sets), {"inputs": "gs://b/s/inputs", "outputs": "gs://b/s/outputs"})
+    op = build_pod_operator(_run(tmp_path, sets), stage, {"inputs": "gs://b/s/inputs", "outputs": "gs://b/s/outputs"})
     entrypoint = json.loads(dict(_instructions(DOCKER / "trainer.Dockerfile"))["ENTRYPOINT"])
     assert op.cmds == entrypoint == ["python", "-m", "dpo_tasks"]
 
@@ -155,9 +158,18 @@ def test_the_trainer_pod_runs_a_command_line_the_image_understands(tmp_path, set
     split = args.index("--")
     inner_argv = args[split + 1:]
     inner = _parse(inner_argv)
-    assert inner_argv[0] == "train"
+    assert inner_argv[0] == stage.split("_")[0]
     assert inner.persona == PERSONA and inner.run_dir.endswith("scheduled_2026-01-01")
     assert outer.stage_argv[1:] == inner_argv
+
+
+def test_the_pods_run_as_the_trainer_images_user():
+    from dpo_tasks.config import KubernetesConfig
+
+    instructions = _instructions(DOCKER / "trainer.Dockerfile")
+    users = [arg for name, arg in instructions if name == "USER"]
+    assert users == [str(KubernetesConfig().run_as_user)]
+    assert f"--uid {KubernetesConfig().run_as_user}" in (DOCKER / "trainer.Dockerfile").read_text()
 
 
 def test_the_pod_wrapper_works_without_airflow(tmp_path):

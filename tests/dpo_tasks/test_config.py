@@ -136,3 +136,69 @@ def test_run_overrides_are_validated_like_the_file():
         with_overrides(persona, parse_overrides(["labeling.judge=gpt"]))
     with pytest.raises(ConfigError, match="expected KEY=VALUE"):
         parse_overrides(["training.epochs"])
+
+
+# --- where the model stages run (runner, kubernetes) -----------------------------------------
+
+K8S = {"runner": "kubernetes", "kubernetes": {"image": "registry.example/persona-dpo/trainer:1.0.0"}}
+
+
+def _k8s_override(persona: int, **kubernetes):
+    def mutate(raw):
+        raw["personas"][persona]["overrides"] = {"runner": "kubernetes", "kubernetes": K8S["kubernetes"] | kubernetes}
+    return mutate
+
+
+@pytest.mark.parametrize(
+    "image, ok",
+    [
+        pytest.param("registry.example/persona-dpo/trainer:1.0.0", True, id="release-tag"),
+        pytest.param("localhost:5000/trainer:2", True, id="registry-port-and-tag"),
+        pytest.param("registry.example/trainer@sha256:" + "a" * 64, True, id="digest"),
+        pytest.param("registry.example/persona-dpo/trainer", False, id="no-tag"),
+        pytest.param("localhost:5000/trainer", False, id="registry-port-no-tag"),
+        pytest.param("registry.example/persona-dpo/trainer:latest", False, id="latest"),
+        pytest.param("registry.example/trainer@sha256:abc", False, id="bad-digest"),
+    ],
+)
+def test_pod_image_must_be_pinned(tmp_path, image, ok):
+    result = load_personas_lenient(write_personas(tmp_path, _k8s_override(0, image=image)))
+    if ok:
+        assert result.personas["persona_a_korean_spicy"].config.kubernetes.image == image
+    else:
+        error = result.errors["persona_a_korean_spicy"]
+        assert "overrides.kubernetes.image" in error and repr(image) in error and ("tag" in error or "digest" in error)
+
+
+def test_kubernetes_runner_needs_an_image(tmp_path):
+    result = load_personas_lenient(write_personas(tmp_path, lambda raw: raw["personas"][0].update(overrides={"runner": "kubernetes"})))
+    assert "kubernetes.image is not set" in result.errors["persona_a_korean_spicy"]
+
+
+def test_more_than_one_gpu_per_pod_is_refused(tmp_path):
+    result = load_personas_lenient(write_personas(tmp_path, _k8s_override(0, train={"gpu_count": 2})))
+    error = result.errors["persona_a_korean_spicy"]
+    assert "overrides.kubernetes.train.gpu_count" in error and "torchrun" in error
+
+
+@pytest.mark.parametrize("old", ["runner", "kubernetes"])
+def test_the_old_training_level_runner_settings_fail_saying_where_they_moved(tmp_path, old):
+    value = "kubernetes" if old == "runner" else {"image": "x:1"}
+    result = load_personas_lenient(write_personas(tmp_path, lambda raw: raw["personas"][0].update(overrides={"training": {old: value}})))
+    error = result.errors["persona_a_korean_spicy"]
+    assert f"training.{old} moved to the pipeline level" in error and "runner: local | kubernetes" in error
+
+
+def test_production_profile_loads_with_production_backends_and_the_shipped_personas():
+    prod = load_personas(Path(__file__).resolve().parents[2] / "deploy" / "personas.production.yaml")
+    shipped = load_personas()
+    assert sorted(prod.personas) == sorted(shipped.personas)
+    for pid, persona in prod.personas.items():
+        cfg = persona.config
+        assert cfg.runner == "kubernetes"
+        assert cfg.model.base == "meta-llama/Llama-3.2-3B-Instruct" and cfg.model.revision
+        assert cfg.model.sft_adapter.startswith("gs://")
+        assert (cfg.labeling.judge, cfg.evaluation.judge) == ("groq", "gemini")
+        assert cfg.kubernetes.hf_token_secret is not None and cfg.kubernetes.gke
+        # The persona entries are personas.yaml's; only the pipeline settings differ.
+        assert persona.model_dump(exclude={"config"}) == shipped.personas[pid].model_dump(exclude={"config"})

@@ -77,8 +77,9 @@ def test_form_values_become_set_overrides(persona):
         pytest.param({"": 1}, "bad key ''", id="empty-key"),
         pytest.param({"training.": 1}, "bad key 'training.'", id="trailing-dot"),
         pytest.param({"model.base": "/m/tiny"}, "'model.base' cannot be set by a run", id="model-path"),
-        pytest.param({"training.runner": "kubernetes"}, "'training.runner' cannot be set by a run", id="runner"),
-        pytest.param({"training": {"kubernetes": {"image": "evil"}}}, "'training.kubernetes.image' cannot be set", id="nested-k8s"),
+        pytest.param({"runner": "kubernetes"}, "'runner' cannot be set by a run", id="runner"),
+        pytest.param({"kubernetes": {"image": "evil"}}, "'kubernetes.image' cannot be set", id="nested-k8s"),
+        pytest.param({"kubernetes.train.gpu_count": 1}, "'kubernetes.train.gpu_count' cannot be set", id="pod-resources"),
         pytest.param({"generation.seed": 1, "generation.seed.x": 2}, "both as a value and as a section", id="conflicting-keys"),
     ],
 )

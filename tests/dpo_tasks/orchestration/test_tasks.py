@@ -47,7 +47,12 @@ def test_persona_run_description(trigger, tmp_path):
     assert "generation.num_prompts=5" in sets and 'labeling.judge="groq"' in sets
     assert run["feedback"] == {"persona_id": PERSONA, "from_id": 10, "to_id": 42}
     assert json.loads((run_dir / "trigger.json").read_text())["feedback"]["to_id"] == 42
-    assert tasks.stage_argv("evaluate", run)[-4:] == ["--baseline", "latest", "--namespace", PERSONA]
+    # Answers (the model: a pod with the kubernetes runner) and judging (the worker) are two calls.
+    tail = ["--baseline", "latest", "--namespace", PERSONA, "--part"]
+    assert tasks.stage_argv("evaluate_answers", run)[-6:] == [*tail, "answers"]
+    assert tasks.stage_argv("evaluate", run)[-6:] == [*tail, "judge"]
+    # The runner is the deployment's (personas.yaml), whatever the form says.
+    assert run["runner"] == "local" and run["dag_id"] == f"dpo_{PERSONA}"
 
 
 @pytest.mark.parametrize(
@@ -117,7 +122,7 @@ def test_the_runner_comes_from_the_deployment_not_the_conf(trigger, tmp_path, mo
     from dpo_tasks.config import default_personas_path
 
     raw = yaml.safe_load(default_personas_path().read_text())
-    raw["defaults"].setdefault("training", {})["runner"] = "kubernetes"
+    raw["defaults"] |= {"runner": "kubernetes", "kubernetes": {"image": "registry.example/trainer:1.0.0"}}
     personas = tmp_path / "personas.yaml"
     personas.write_text(yaml.safe_dump(raw))
     # A conf that still carries the old form field changes nothing.
