@@ -26,6 +26,8 @@ RUN if [ "${TRAINING_STACK}" = "cpu" ]; then \
     fi
 
 COPY --chown=airflow:root pyproject.toml README.md personas.yaml /opt/persona-dpo/
+# The production profile (every model stage on GPU pods); the Helm values select it.
+COPY --chown=airflow:root deploy /opt/persona-dpo/deploy
 # The pools the DAGs use: the Helm hook Job imports them (docker/helm/values.yaml, migrateDatabaseJob).
 COPY --chown=airflow:root docker/helm/pools.json /opt/persona-dpo/pools.json
 COPY --chown=airflow:root dpo_tasks /opt/persona-dpo/dpo_tasks

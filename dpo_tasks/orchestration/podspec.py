@@ -36,12 +36,12 @@ def pod_run(persona_id: str, personas_file: str, *, community: str | None = None
     """The run description `prepare` would hand the stage tasks (no run directory is created)."""
     from dpo_tasks.orchestration.common import run_dir_for, safe_run_id
     from dpo_tasks.config import ConfigError
-    from dpo_tasks.orchestration.custom import COMMUNITY_ID_RE
+    from dpo_tasks.orchestration.custom import COMMUNITY_ID_RE, RESERVED_COMMUNITY_IDS
     from dpo_tasks.orchestration.tasks import common_args
 
     persona = load_persona(persona_id, personas_file)
-    if community is not None and not COMMUNITY_ID_RE.match(community):
-        raise ConfigError(f"--community {community!r} must match {COMMUNITY_ID_RE.pattern}")
+    if community is not None and (not COMMUNITY_ID_RE.fullmatch(community) or community in RESERVED_COMMUNITY_IDS):
+        raise ConfigError(f"--community {community!r} must match {COMMUNITY_ID_RE.pattern} and not be a reserved name")
     namespace = f"policies/{community}" if community else persona_id
     run_dir = run_dir_for(namespace, run_id)
     return {

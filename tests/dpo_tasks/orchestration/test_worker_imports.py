@@ -28,14 +28,14 @@ PERSONA = "persona_e_mexican_vegan"
 
 
 def tiny_production_profile(tmp_path: Path, model_dir: Path) -> Path:
-    """The production profile with only the model swapped for the tiny test model, rule judges
+    """The production profile with only the model swapped for the tiny test model, offline judges
     (no API servers needed for this check) and a plain Kubernetes cluster."""
     raw = yaml.safe_load((REPO / "deploy" / "personas.production.yaml").read_text())
     d = raw["defaults"]
     d["model"] = {"base": str(model_dir)}
     d["generation"] |= {"num_prompts": 2, "max_new_tokens": 8, "batch_size": 8}
     d["labeling"] = {"judge": "rules", "min_margin": 0}
-    d["evaluation"] = {"judge": "rules", "max_new_tokens": 8}
+    d["evaluation"] = {"judge": "checklist", "max_new_tokens": 8}
     d["training"] |= {"epochs": 1, "batch_size": 2, "grad_accum": 1, "max_length": 128, "max_prompt_length": 96}
     d["gate"] = {"min_win_rate_lower_bound": 0.0}
     d["kubernetes"] |= {"gke": False}
