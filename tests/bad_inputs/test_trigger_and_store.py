@@ -159,6 +159,25 @@ def test_persona_trigger(env, monkeypatch, params, conf, fragments):
     assert tree_digest(store) == before
 
 
+@pytest.mark.parametrize(
+    "run_id, expected",
+    [
+        pytest.param("../../escape", "escape", id="accept-run-id-traversal-flattened"),
+        pytest.param("/etc/cron.d/x", "etc_cron.d_x", id="accept-run-id-absolute-flattened"),
+        pytest.param("..", "run", id="accept-run-id-dotdot-only"),
+        pytest.param("a\nb", "a_b", id="accept-run-id-newline-flattened"),
+    ],
+)
+def test_a_callers_dag_run_id_stays_one_directory_under_the_runs_root(env, monkeypatch, run_id, expected):
+    """The REST API lets a caller choose dag_run_id: it becomes one safe name under the runs root."""
+    runs, store = env
+    ctx = {"params": form(), "dag_run": SimpleNamespace(conf={}), "run_id": run_id}
+    monkeypatch.setattr(tasks, "_context", lambda: ctx)
+    run = tasks.prepare_persona_run(PERSONA)
+    assert Path(run["run_dir"]) == runs / PERSONA / expected and run["run_id"] == expected
+    assert [p.name for p in runs.iterdir()] == [PERSONA]
+
+
 def test_the_old_runner_field_in_a_conf_changes_nothing(env, monkeypatch):
     trigger(monkeypatch, form() | {"training_runner": "kubernetes"})
     assert tasks.prepare_persona_run(PERSONA)["runner"] == load_persona(PERSONA).config.training.runner
