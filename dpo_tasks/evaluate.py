@@ -74,7 +74,10 @@ def _adapter_fingerprint(adapter: Path | None) -> str | None:
 
 def resolve_baseline(persona: Persona, baseline: str, *, store_uri: str | None = None, namespace: str | None = None) -> dict[str, Any]:
     """-> {kind, label, base, adapter (path or None), version, note}."""
-    base, sft = persona.config.model.base, persona.config.model.sft_adapter
+    from dpo_tasks.models import resolve_adapter
+
+    # A gs:// SFT adapter is pulled (small files, no model loaded): its answers are keyed by its content.
+    base, sft = persona.config.model.base, resolve_adapter(persona.config.model.sft_adapter)
     as_base = {"kind": "base", "label": "base model" + (" + SFT adapter" if sft else ""), "base": base, "adapter": sft, "version": None, "note": ""}
     if baseline == "base":
         return as_base
@@ -124,7 +127,10 @@ def generate_answers(
     With `may_generate=False` every answer must already be in `out` (no model is loaded).
     """
     cfg = persona.config
+    revision = cfg.model.revision
     model_id = {"base": base, "adapter": _adapter_fingerprint(Path(adapter)) if adapter else None}
+    if revision:
+        model_id["revision"] = revision
     batch = cfg.generation.batch_size
     plan = []
     for start in range(0, len(cases), batch):
@@ -150,7 +156,7 @@ def generate_answers(
     from dpo_tasks.generate import generate
     from dpo_tasks.models import load_policy
 
-    model, tokenizer = load_policy(base, adapter)
+    model, tokenizer = load_policy(base, adapter, revision=revision)
     progress = Progress(f"evaluate: {role} answers", sum(len(p[0]) for p in todo), unit="answers")
     try:
         with JsonlAppender(out) as sink:

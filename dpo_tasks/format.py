@@ -64,7 +64,7 @@ def run(persona: Persona, run_dir: str | RunDir, *, tokenizer: Any = None) -> di
     if tokenizer is None:
         from dpo_tasks.models import load_tokenizer
 
-        tokenizer = load_tokenizer(persona.config.model.base)
+        tokenizer = load_tokenizer(persona.config.model.base, persona.config.model.revision)
     eot = end_of_turn(tokenizer)
     system = system_prompt(persona, "serving")
     max_length = persona.config.training.max_length

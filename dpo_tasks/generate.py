@@ -291,7 +291,8 @@ def run(persona: Persona, run_dir: str | Path | RunDir, *, pool_path: str | Path
     written = 0
     cut_off = {spec.field: 0 for spec in specs}
     if todo_batches:
-        model, tokenizer = load_policy(persona.config.model.base, persona.config.model.sft_adapter)
+        mc = persona.config.model
+        model, tokenizer = load_policy(mc.base, mc.sft_adapter, revision=mc.revision)
         progress = Progress(f"generate {persona.id}", len(prompts) - resumed, unit="prompts")
         with JsonlAppender(rd.variants) as out:
             for b, batch in todo_batches:

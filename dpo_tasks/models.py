@@ -161,11 +161,50 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def load_tokenizer(base: str) -> Any:
+def _revision(revision: str | None) -> dict[str, str]:
+    # Only a hub id has revisions; passed only when pinned, so local directories load as before.
+    return {"revision": revision} if revision else {}
+
+
+def resolve_adapter(adapter: str | os.PathLike[str] | None) -> str | None:
+    """A LoRA adapter as a local directory: a `gs://` (or `file://`) URI is pulled once into the
+    cache, keyed by the URI (a published adapter version never changes in place); a path as is.
+    This is how `model.sft_adapter` reaches a pod: every stage pulls it itself."""
+    if adapter is None or "://" not in str(adapter):
+        return None if adapter is None else str(adapter)
+    import hashlib
+    import shutil
+    import tempfile
+
+    from dpo_tasks.store.sync import pull
+
+    uri = str(adapter).rstrip("/")
+    dest = cache_dir() / "adapters" / hashlib.sha256(uri.encode()).hexdigest()[:24]
+    if (dest / "adapter_config.json").is_file():
+        return str(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=".pull-"))
+    try:
+        pull(uri, tmp)
+        if not (tmp / "adapter_config.json").is_file():
+            raise ConfigError(f"model.sft_adapter {uri!r} holds no adapter_config.json: not a LoRA adapter")
+        # Two stages pulling at once: the first rename wins, the second finds it done.
+        try:
+            tmp.rename(dest)
+        except OSError:
+            if not (dest / "adapter_config.json").is_file():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    log.info("adapter %s pulled into %s", uri, dest)
+    return str(dest)
+
+
+def load_tokenizer(base: str, revision: str | None = None) -> Any:
     """The tokenizer, with a pad token (callers pick the padding side: left to generate)."""
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(base))
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(base), **_revision(revision))
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
@@ -212,8 +251,10 @@ def load_policy(
     trainable: bool = False,
     device: str | None = None,
     quantization: str = "none",
+    revision: str | None = None,
 ) -> tuple[Any, Any]:
-    """(model, tokenizer): the base model plus an optional LoRA adapter.
+    """(model, tokenizer): the base model (at `revision`, when pinned) plus an optional LoRA
+    adapter (a directory, or a `gs://` URI pulled into the cache).
 
     float32 on CPU, bfloat16 on CUDA. `trainable=True` keeps the adapter's
     weights trainable (to continue an SFT adapter); otherwise eval mode.
@@ -226,19 +267,21 @@ def load_policy(
     device = device or default_device()
     check_quantization(quantization, device)
     dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
-    tokenizer = load_tokenizer(base)
+    tokenizer = load_tokenizer(base, revision)
+    adapter = resolve_adapter(adapter)
     if quantization == "4bit":
         from peft import prepare_model_for_kbit_training
 
         # A quantized model cannot be moved after loading: place it on the device while loading.
         index = torch.device(device).index or 0
         model = AutoModelForCausalLM.from_pretrained(
-            resolve_model_path(base), dtype=dtype, quantization_config=bnb_4bit_config(), device_map={"": index}
+            resolve_model_path(base), dtype=dtype, quantization_config=bnb_4bit_config(), device_map={"": index},
+            **_revision(revision),
         )
         if trainable or adapter is None:
             model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=True)
     else:
-        model = AutoModelForCausalLM.from_pretrained(resolve_model_path(base), dtype=dtype)
+        model = AutoModelForCausalLM.from_pretrained(resolve_model_path(base), dtype=dtype, **_revision(revision))
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id
     if adapter is not None:

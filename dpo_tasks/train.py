@@ -174,7 +174,8 @@ def build_trainer(
     device = device or default_device()
     cuda = device.startswith("cuda")
     model, tokenizer = load_policy(
-        mc.base, mc.sft_adapter, trainable=mc.sft_adapter is not None, device=device, quantization=tc.quantization
+        mc.base, mc.sft_adapter, trainable=mc.sft_adapter is not None, device=device, quantization=tc.quantization,
+        revision=mc.revision,
     )
     # Reference log-probs (precomputed before train() switches modes) must not see dropout.
     model.eval()
@@ -268,7 +269,7 @@ def run(persona: Persona, run_dir: str | Path | RunDir, *, data: str | Path | No
         raise ConfigError(f"training data not found: {str(data_path)!r} (run the format stage, or pass --data FILE)")
     tc, mc = persona.config.training, persona.config.model
 
-    rows, skipped = load_dataset_rows(data_path, load_tokenizer(mc.base), persona)
+    rows, skipped = load_dataset_rows(data_path, load_tokenizer(mc.base, mc.revision), persona)
     for message in skipped:
         log.warning("%s: skipped %s", data_path, message)
     if not rows:
@@ -336,7 +337,7 @@ def run(persona: Persona, run_dir: str | Path | RunDir, *, data: str | Path | No
 
     effective = {
         "persona": persona.id,
-        "model": {"base": mc.base, "resolved": resolve_model_path(mc.base), "sft_adapter": mc.sft_adapter},
+        "model": {"base": mc.base, "revision": mc.revision, "resolved": resolve_model_path(mc.base), "sft_adapter": mc.sft_adapter},
         "reference": "sft_adapter" if mc.sft_adapter else "base",
         "training": persona.config.training.model_dump(mode="json"),
         "lora": _lora_summary(model),
