@@ -146,12 +146,15 @@ def write_ingest_file(path: Path, personas: list[str], rows: int, seed: int = 11
 def run_measured(argv: list[str], env: dict[str, str]) -> tuple[float, float, int, str]:
     """(wall seconds, peak RSS in MB, exit code, last stdout line) of one CLI process."""
     start = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "dpo_tasks", *argv], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)
-    out = proc.stdout.read().decode()  # type: ignore[union-attr]
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    wall = time.perf_counter() - start
-    return wall, usage.ru_maxrss / 1024, proc.returncode, out.strip().splitlines()[-1] if out.strip() else ""
+    with tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen([sys.executable, "-m", "dpo_tasks", *argv], stdout=subprocess.PIPE, stderr=err, env=env)
+        out = proc.stdout.read().decode()  # type: ignore[union-attr]
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        wall = time.perf_counter() - start
+        err.seek(0)
+        text = out.strip() or err.read().decode(errors="replace").strip()
+    return wall, usage.ru_maxrss / 1024, proc.returncode, text.splitlines()[-1] if text else ""
 
 
 def bench_ingest(admin_url: str, personas: list[str], rows: int) -> None:
@@ -176,13 +179,17 @@ def bench_ingest(admin_url: str, personas: list[str], rows: int) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--rows", type=int, default=1_000_000, help="rows for the poll measurement (0: skip it)")
     parser.add_argument("--polls", type=int, default=20, help="timed polls per persona and watermark (median reported)")
     parser.add_argument("--admin-url", default="postgresql://postgres@127.0.0.1:5432/postgres")
     parser.add_argument("--ingest-rows", type=int, default=1_000_000, help="rows for the ingest-feedback measurement (0: skip)")
     args = parser.parse_args()
 
     personas = sorted(load_personas().personas)
+    if not args.rows:
+        if args.ingest_rows:
+            bench_ingest(args.admin_url, personas, args.ingest_rows)
+        return 0
     url = create_database(args.admin_url, prefix="bench_feedback")
     print(f"database {url.rsplit('/', 1)[1]} (dropped at the end)")
     try:

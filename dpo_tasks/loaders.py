@@ -174,12 +174,13 @@ def read_json(path: str | os.PathLike[str], *, what: str = "JSON file", max_byte
         raise InputFileError(path, str(exc), line=exc.line) from None
 
 
-def iter_jsonl(path: str | os.PathLike[str], *, what: str = "JSONL file", max_bytes: int = DEFAULT_MAX_BYTES,
+def iter_jsonl(path: str | os.PathLike[str], *, what: str = "JSONL file", max_bytes: int | None = DEFAULT_MAX_BYTES,
                max_line_bytes: int = 16 * 1024 * 1024, max_depth: int = MAX_DEPTH) -> Iterator[tuple[int, Any]]:
     """(line number, record or ValueError) per non-blank line, streamed.
 
     A bad line yields its error instead of a record so the caller can report it
-    and go on; only problems with the file itself raise. Lines are split on
+    and go on; only problems with the file itself raise (`max_bytes=None`: no size
+    limit, memory stays flat anyway). Lines are split on
     `\\n` alone: U+2028/U+0085 inside a string are not line ends in JSONL.
     """
     path = check_regular_file(path, what=what, max_bytes=max_bytes)

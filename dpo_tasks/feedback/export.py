@@ -12,6 +12,11 @@ For the feedback ids in (from_id, to_id] of one persona:
 Prompts are grouped ignoring case and runs of whitespace, so the app's
 "Spicy  tofu?" and "spicy tofu?" are one prompt.
 
+Personal data in prompts and responses (e-mail addresses, phone numbers, card
+numbers, IBANs, street addresses, ...) is replaced by its kind (`<EMAIL_ADDRESS>`)
+before anything is grouped or written (`dpo_tasks.feedback.pii`, Presidio's
+pattern recognizers); the summary counts what was scrubbed (`pii_scrubbed`).
+
 A prompt too close to one of the persona's evaluation cases (a near-duplicate by
 dpo_tasks.textsim, the measure the shipped data is held out by) is dropped with
 all its ratings: training on it would let the adapter learn the test. The
@@ -27,6 +32,7 @@ import argparse
 import logging
 import re
 import sys
+from collections import Counter
 from itertools import cycle
 from typing import Any
 
@@ -118,6 +124,22 @@ def build_signal(
     return pairs, prompts, counts
 
 
+def scrub_rows(rows: list[tuple]) -> tuple[list[tuple], Counter[str]]:
+    """Personal data (e-mails, phones, cards, addresses, ...) out of prompts and responses (dpo_tasks.feedback.pii)."""
+    from dpo_tasks.feedback.pii import scrub
+
+    total: Counter[str] = Counter()
+    out = []
+    for fid, prompt, response, rating, model_version in rows:
+        prompt, found_p = scrub(prompt)
+        response, found_r = scrub(response)
+        total += found_p + found_r
+        out.append((fid, prompt, response, rating, model_version))
+    if total:
+        log.info("feedback: scrubbed personal data before export: %s", ", ".join(f"{k} {v}" for k, v in sorted(total.items())))
+    return out, total
+
+
 def export(conn: Any, persona_id: str, run_dir: str, from_id: int, to_id: int) -> dict[str, Any]:
     """Write the two files for the window (from_id, to_id] and the stage summary; return the summary."""
     if from_id < 0 or to_id < from_id:
@@ -129,7 +151,9 @@ def export(conn: Any, persona_id: str, run_dir: str, from_id: int, to_id: int) -
             rows = cur.fetchall()
     finally:
         conn.rollback()
+    rows, pii = scrub_rows(rows)
     pairs, prompts, counts = build_signal(rows, eval_index(persona_id))
+    counts["pii_scrubbed"] = dict(sorted(pii.items()))
     write_jsonl(rd.feedback_pairs, pairs)
     write_jsonl(rd.feedback_prompts, prompts)
     summary = {

@@ -265,7 +265,8 @@ def read_records(path: Path) -> Iterator[tuple[int, Any]]:
     """(line number, raw record or ValueError) for a JSONL or CSV file, streamed."""
     if path.suffix.lower() == ".csv":
         return _csv_records(path)
-    return iter_jsonl(path, what="feedback file")
+    # Streamed: an export of any size is fine.
+    return iter_jsonl(path, what="feedback file", max_bytes=None)
 
 
 # Staged per batch, then inserted with one statement; the temporary tables live as long as the transaction.

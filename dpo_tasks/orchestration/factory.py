@@ -81,6 +81,11 @@ def _training_and_after(run: Any, cfg: PipelineConfig, *, after: Any) -> None:
     # The datasets are pushed to the DVC remote while training runs; the model card needs their versions.
     version_data = _stage("version_data", tasks.run_stage, "version-data", run=run)
     chain(after, version_data, publish)
+    # A teardown: runs when everything before it is done, failed or not, and does not decide the run's state.
+    # (Not tied to prepare as its setup: every task reads prepare's XCom, and Airflow wants a setup's
+    # direct downstream tasks all_success, which evaluate's branch join is not.)
+    cleanup = _stage("cleanup", tasks.cleanup_run_data, run=run)
+    chain([publish, version_data], cleanup.as_teardown())
 
 
 def _persona_doc(persona: Persona, personas_path: str) -> str:

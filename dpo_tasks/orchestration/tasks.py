@@ -305,6 +305,21 @@ def publish_if_promoted(run: dict[str, Any]) -> dict[str, Any]:
     return _summary(rd, "publish")
 
 
+def cleanup_run_data(run: dict[str, Any] | None = None) -> dict[str, Any] | None:
+    """Teardown of every run: its copies of community and feedback data go, as $PERSONA_DPO_RETENTION says.
+
+    Without a run (prepare failed), there is nothing: prepare removes what it fetched when it fails.
+    """
+    from dpo_tasks.retention import cleanup_run
+
+    if not run:
+        log.info("prepare did not describe a run: nothing to clean up")
+        return None
+
+    staging = staging_uri(run) if run.get("runner") == "kubernetes" else None
+    return cleanup_run(run["run_dir"], community=bool(run.get("community")), staging=staging)
+
+
 # --- model stages on pods, through the artifact store (kubernetes runner) ----------------------
 
 # DAG task -> (run-dir files the pod needs, those it produces). Optional inputs are staged when
@@ -392,19 +407,26 @@ def prepare_custom_run(personas_file: str | None = None) -> dict[str, Any]:
     rd = RunDir(run_dir_for(namespace, ctx["run_id"])).ensure()
     snapshot = _snapshot_personas(personas_file, rd)
     persona = _check_overrides(base_persona, snapshot, sets)
-    if request.dataset_uri is not None:
-        records, where, unparsed = load_records(fetch_file(request.dataset_uri, rd.root / "community_dataset.raw"))
-    else:
-        records, where, unparsed = request.dataset, None, []
-    result = validate_records(records, where=where)
-    problems = [*unparsed, *result.problems]
-    for problem in problems:
-        log.warning("dataset row rejected: %s", problem)
-    total = len(records) + len(unparsed)
-    log.info("dataset for community %r: %d rows, %d usable, %d problems", community, total, len(result.good), len(problems))
-    if not result.good:
-        raise ConfigError(f"community {community!r}: no usable row in the dataset ({len(problems)} problems; see the log)")
-    write_jsonl(rd.dpo, result.good)
+    try:
+        if request.dataset_uri is not None:
+            records, where, unparsed = load_records(fetch_file(request.dataset_uri, rd.root / "community_dataset.raw"))
+        else:
+            records, where, unparsed = request.dataset, None, []
+        result = validate_records(records, where=where)
+        problems = [*unparsed, *result.problems]
+        for problem in problems:
+            log.warning("dataset row rejected: %s", problem)
+        total = len(records) + len(unparsed)
+        log.info("dataset for community %r: %d rows, %d usable, %d problems", community, total, len(result.good), len(problems))
+        if not result.good:
+            raise ConfigError(f"community {community!r}: no usable row in the dataset ({len(problems)} problems; see the log)")
+        write_jsonl(rd.dpo, result.good)
+    except BaseException:
+        # No run follows, so no cleanup task either: the copies go now (as the retention policy says).
+        from dpo_tasks.retention import cleanup_run
+
+        cleanup_run(rd.root, community=True)
+        raise
     summary = {"community": community, "rows": total, "usable": len(result.good), "problems": len(problems)}
     write_json(rd.stage_summary("validate"), summary)
     return {

@@ -564,3 +564,118 @@ def test_ingest_dry_run_counts_without_a_database(tmp_path, capsys):
     rc = cli.main(["ingest-feedback", str(path), "--dry-run", "--any-persona"])
     out = capsys.readouterr()
     assert rc == 1 and "3 rows, 2 valid, 1 bad" in out.out and "a.jsonl:2: not valid JSON" in out.err
+
+
+# --- PII in feedback text, retention of community and feedback data --------------------------
+
+from dpo_tasks.feedback.export import export as export_feedback  # noqa: E402
+from dpo_tasks.feedback.pii import scrub  # noqa: E402
+from dpo_tasks.retention import RETENTION_ENV, cleanup_run  # noqa: E402
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        pytest.param("send it to jane.doe@example.com please", "send it to <EMAIL_ADDRESS> please", id="pii-email"),
+        pytest.param("call me at +1 (415) 555-0132 tonight", "call me at <PHONE_NUMBER> tonight", id="pii-phone-us"),
+        pytest.param("ring 020 7946 0958", "ring <PHONE_NUMBER>", id="pii-phone-uk"),
+        pytest.param("card 4111 1111 1111 1111 ok", "card <CREDIT_CARD> ok", id="pii-card"),
+        pytest.param("IBAN DE89 3704 0044 0532 0130 00 thanks", "IBAN <IBAN_CODE> thanks", id="pii-iban"),
+        pytest.param("deliver to 221B Baker Street, London", "deliver to <STREET_ADDRESS>, London", id="pii-street"),
+        pytest.param("ship to 1600 Pennsylvania Avenue NW, apt 5 now", "ship to <STREET_ADDRESS> now", id="pii-street-apt"),
+        pytest.param("my box is 10.1.2.3", "my box is <IP_ADDRESS>", id="pii-ip"),
+        pytest.param("Bake 20 minutes at 180 C, 2 tbsp oil, serves 4, 350 F", "Bake 20 minutes at 180 C, 2 tbsp oil, serves 4, 350 F",
+                     id="pii-recipe-numbers-kept"),
+        pytest.param("Add 1 cup rice and 2 cups water; 1 1/2 tsp salt", "Add 1 cup rice and 2 cups water; 1 1/2 tsp salt",
+                     id="pii-measures-kept"),
+        pytest.param("", "", id="pii-empty"),
+    ],
+)
+def test_pii_scrub(text, expected):
+    assert scrub(text)[0] == expected
+
+
+def test_feedback_export_scrubs_pii_before_it_is_written(fdb, tmp_path):
+    with fdb.cursor() as cur:
+        cur.executemany(
+            "INSERT INTO feedback (persona_id, prompt, response, rating) VALUES (%s, %s, %s, %s)",
+            [(P, "vegan tacos for jane.doe@example.com?", "Bean tacos, call 415-555-0132", "good"),
+             (P, "vegan tacos for jane.doe@example.com?", "Beef tacos", "bad")],
+        )
+    fdb.commit()
+    summary = export_feedback(fdb, P, str(tmp_path / "run"), 0, 10)
+    text = (tmp_path / "run" / "feedback_pairs.jsonl").read_text() + (tmp_path / "run" / "feedback_prompts.jsonl").read_text()
+    assert "jane.doe@example.com" not in text and "555-0132" not in text
+    assert "<EMAIL_ADDRESS>" in text and "<PHONE_NUMBER>" in text
+    assert summary["pii_scrubbed"] == {"EMAIL_ADDRESS": 2, "PHONE_NUMBER": 1} and summary["pairs"] == 1
+    # The stored ratings are the app's record and stay as they were.
+    assert "jane.doe@example.com" in _stored(fdb)[0][2]
+
+
+def _run_dir_with_data(tmp_path):
+    run = tmp_path / "run"
+    (run / "train" / "adapter").mkdir(parents=True)
+    for name in ("community_dataset.raw", "dpo.jsonl", "feedback_pairs.jsonl", "feedback_prompts.jsonl", "gate.json",
+                 "train/adapter/adapter_model.safetensors"):
+        (run / name).write_text("x")
+    staging = tmp_path / "staging"
+    (staging / "inputs").mkdir(parents=True)
+    (staging / "inputs" / "dpo.jsonl").write_text("x")
+    return run, staging
+
+
+@pytest.mark.parametrize(
+    ("policy", "community", "gone"),
+    [
+        pytest.param(None, True, {"community_dataset.raw", "dpo.jsonl", "feedback_pairs.jsonl", "feedback_prompts.jsonl"},
+                     id="retention-default-community"),
+        pytest.param("delete", False, {"feedback_pairs.jsonl", "feedback_prompts.jsonl"}, id="retention-persona-run"),
+        pytest.param("keep", True, set(), id="retention-keep"),
+        pytest.param(" KEEP ", True, set(), id="retention-keep-spelling"),
+    ],
+)
+def test_retention_cleanup(tmp_path, monkeypatch, policy, community, gone):
+    if policy is None:
+        monkeypatch.delenv(RETENTION_ENV, raising=False)
+    else:
+        monkeypatch.setenv(RETENTION_ENV, policy)
+    run, staging = _run_dir_with_data(tmp_path)
+    before = {p.relative_to(run).as_posix() for p in run.rglob("*") if p.is_file()}
+    result = cleanup_run(run, community=community, staging=str(staging))
+    after = {p.relative_to(run).as_posix() for p in run.rglob("*") if p.is_file()}
+    assert before - after == gone and set(result["removed"]) == gone
+    assert "train/adapter/adapter_model.safetensors" in after and "gate.json" in after
+    assert staging.exists() == (not gone)
+
+
+def test_retention_typo_is_an_error_and_removes_nothing(tmp_path, monkeypatch):
+    monkeypatch.setenv(RETENTION_ENV, "forever")
+    run, staging = _run_dir_with_data(tmp_path)
+    with pytest.raises(ConfigError, match="PERSONA_DPO_RETENTION = 'forever' is invalid"):
+        cleanup_run(run, community=True, staging=str(staging))
+    assert (run / "community_dataset.raw").exists() and (staging / "inputs" / "dpo.jsonl").exists()
+
+
+def test_failed_community_prepare_leaves_no_copy(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from dpo_tasks.orchestration import tasks
+
+    monkeypatch.delenv(RETENTION_ENV, raising=False)
+    monkeypatch.setenv("PERSONA_DPO_RUNS", str(tmp_path / "runs"))
+    monkeypatch.setenv("PERSONA_DPO_LOCAL_UPLOAD_ROOT", str(tmp_path / "uploads"))
+    upload = tmp_path / "uploads" / "tofu-club" / "data.jsonl"
+    upload.parent.mkdir(parents=True)
+    upload.write_bytes(rec(chosen="same", rejected="same") + b"\n")
+    params = {"communityId": "tofu-club", "dataset": None, "dataset_uri": str(upload), "persona": "persona_e_mexican_vegan",
+              "eval_judge": "rules", "epochs": 1, "min_win_rate_lower_bound": 0.5, "dry_run": False, "overrides": {}}
+    ctx = {"params": params, "dag_run": SimpleNamespace(conf={}), "run_id": "manual__1"}
+    monkeypatch.setattr(tasks, "_context", lambda: ctx)
+    with pytest.raises(AirflowFailException, match="no usable row"):
+        tasks.prepare_custom_run()
+    leftovers = [p.name for p in (tmp_path / "runs").rglob("*") if p.is_file()]
+    assert "community_dataset.raw" not in leftovers and "dpo.jsonl" not in leftovers
+    assert upload.exists(), "the community's own upload is theirs"
+    assert tasks.cleanup_run_data(None) is None
