@@ -87,14 +87,15 @@ def version_dir(root: Path, tag: str) -> Path:
 K8S = "cannot be set by a run"
 PERSONA_TRIGGERS = [
     # Deployment settings: where the run executes and with whose rights.
-    pytest.param({"overrides": {"training.kubernetes.image": "attacker/x:latest"}}, None, ["'training.kubernetes.image'", K8S], id="refuse-k8s-image"),
-    pytest.param({"overrides": {"training.kubernetes.namespace": "airflow"}}, None, ["'training.kubernetes.namespace'", K8S], id="refuse-k8s-namespace"),
-    pytest.param({"overrides": {"training.kubernetes.service_account_name": "airflow-worker"}}, None,
-                 ["'training.kubernetes.service_account_name'", K8S], id="refuse-k8s-service-account"),
-    pytest.param({"overrides": {"training.kubernetes.kubernetes_conn_id": "other"}}, None, ["'training.kubernetes.kubernetes_conn_id'"], id="refuse-k8s-conn-id"),
-    pytest.param({"overrides": {"training.kubernetes.node_selector": {"pool": "cpu"}}}, None, ["'training.kubernetes.node_selector.pool'"], id="refuse-k8s-node-selector"),
-    pytest.param({"overrides": {"training.kubernetes.gpu_count": 16}}, None, ["'training.kubernetes.gpu_count'"], id="refuse-k8s-gpu-count"),
-    pytest.param({"overrides": {"training": {"kubernetes": {"image": "evil"}}}}, None, ["'training.kubernetes.image'"], id="refuse-k8s-nested-form"),
+    pytest.param({"overrides": {"kubernetes.image": "attacker/x:latest"}}, None, ["'kubernetes.image'", K8S], id="refuse-k8s-image"),
+    pytest.param({"overrides": {"kubernetes.namespace": "airflow"}}, None, ["'kubernetes.namespace'", K8S], id="refuse-k8s-namespace"),
+    pytest.param({"overrides": {"kubernetes.service_account_name": "airflow-worker"}}, None,
+                 ["'kubernetes.service_account_name'", K8S], id="refuse-k8s-service-account"),
+    pytest.param({"overrides": {"kubernetes.kubernetes_conn_id": "other"}}, None, ["'kubernetes.kubernetes_conn_id'"], id="refuse-k8s-conn-id"),
+    pytest.param({"overrides": {"kubernetes.run_as_user": 0}}, None, ["'kubernetes.run_as_user'"], id="refuse-k8s-run-as-root"),
+    pytest.param({"overrides": {"kubernetes.train.gpu_count": 16}}, None, ["'kubernetes.train.gpu_count'"], id="refuse-k8s-gpu-count"),
+    pytest.param({"overrides": {"kubernetes": {"image": "evil"}}}, None, ["'kubernetes.image'"], id="refuse-k8s-nested-form"),
+    pytest.param({"overrides": {"training.kubernetes.image": "evil"}}, None, ["'training.kubernetes.image'"], id="refuse-k8s-old-place"),
     pytest.param({"overrides": {"labeling.groq.conn_id": "feedback_db"}}, None, ["'labeling.groq.conn_id'", K8S], id="refuse-groq-conn-id"),
     pytest.param({"overrides": {"evaluation.gemini.gcp_conn_id": "feedback_db"}}, None, ["'evaluation.gemini.gcp_conn_id'"], id="refuse-gemini-conn-id"),
     pytest.param({"overrides": {"evaluation.gemini.project": "someone-else"}}, None, ["'evaluation.gemini.project'"], id="refuse-gemini-project"),
@@ -104,7 +105,7 @@ PERSONA_TRIGGERS = [
     pytest.param({"overrides": {"labeling.groq.model": "expensive-405b"}}, None, ["'labeling.groq.model'"], id="refuse-groq-model"),
     pytest.param({"overrides": {"evaluation.gemini.model": "gemini-ultra"}}, None, ["'evaluation.gemini.model'"], id="refuse-gemini-model"),
     pytest.param({"overrides": {"labeling.groq.requests_per_minute": 100000}}, None, ["'labeling.groq.requests_per_minute'"], id="refuse-rate-limit"),
-    pytest.param({"overrides": {"training.runner": "kubernetes"}}, None, ["'training.runner'", K8S], id="refuse-runner"),
+    pytest.param({"overrides": {"runner": "kubernetes"}}, None, ["'runner'", K8S], id="refuse-runner"),
     pytest.param({"overrides": {"schedule": "* * * * *"}}, None, ["'schedule'"], id="refuse-schedule"),
     pytest.param({"overrides": {"feedback.min_feedback": 1}}, None, ["'feedback.min_feedback'"], id="refuse-feedback-threshold"),
     pytest.param({"overrides": {"gate.allow_same_judge": True}}, None, ["'gate.allow_same_judge'"], id="refuse-gate-same-judge"),
@@ -153,7 +154,7 @@ def test_persona_trigger(env, monkeypatch, params, conf, fragments):
         cfg = tasks.run_persona(run).config
         for key, value in (params.get("overrides") or {}).items():
             assert any(s.startswith(f"{key}=") for s in sets), key
-        assert run["runner"] == load_persona(PERSONA).config.training.runner
+        assert run["runner"] == load_persona(PERSONA).config.runner
         assert run["dry_run"] is bool(params.get("dry_run"))
         assert cfg.model == load_persona(PERSONA).config.model  # a run never moves the model
     assert tree_digest(store) == before
@@ -180,7 +181,7 @@ def test_a_callers_dag_run_id_stays_one_directory_under_the_runs_root(env, monke
 
 def test_the_old_runner_field_in_a_conf_changes_nothing(env, monkeypatch):
     trigger(monkeypatch, form() | {"training_runner": "kubernetes"})
-    assert tasks.prepare_persona_run(PERSONA)["runner"] == load_persona(PERSONA).config.training.runner
+    assert tasks.prepare_persona_run(PERSONA)["runner"] == load_persona(PERSONA).config.runner
 
 
 def test_every_run_settable_key_is_a_real_setting_and_is_documented():
@@ -221,7 +222,7 @@ CUSTOM_CASES = [
     pytest.param({"communityId": "staging"}, None, ["reserved"], id="refuse-community-staging"),
     pytest.param({"communityId": "c1", "persona": PERSONA + "\n"}, None, ["run conf 'persona'"], id="refuse-persona-trailing-newline"),
     pytest.param({"communityId": "c1", "persona": "persona_nobody"}, None, ["unknown persona id 'persona_nobody'"], id="refuse-persona-unknown"),
-    pytest.param({"communityId": "c1", "overrides": {"training.kubernetes.image": "evil"}}, None, ["'training.kubernetes.image'", K8S], id="refuse-custom-k8s-image"),
+    pytest.param({"communityId": "c1", "overrides": {"kubernetes.image": "evil"}}, None, ["'kubernetes.image'", K8S], id="refuse-custom-k8s-image"),
     pytest.param({"communityId": "c1", "overrides": {"labeling.groq.conn_id": "feedback_db"}}, None, ["'labeling.groq.conn_id'"], id="refuse-custom-conn-id"),
     pytest.param({"communityId": "c1", "overrides": {"model.base": "/m"}}, None, ["'model.base'"], id="refuse-custom-model"),
     pytest.param({"communityId": "c1", "training_runner": "kubernetes"}, None, [], id="accept-custom-old-runner-field-ignored"),
@@ -246,7 +247,7 @@ def test_custom_conf(env, monkeypatch, values, _unused, fragments):
     else:
         run = tasks.prepare_custom_run()
         assert run["namespace"] == f"policies/{values['communityId']}"
-        assert run["runner"] == load_persona(PERSONA).config.training.runner
+        assert run["runner"] == load_persona(PERSONA).config.runner
         assert [json.loads(ln) for ln in open(f"{run['run_dir']}/dpo.jsonl")] == [ROW]
     assert tree_digest(store) == before
 
