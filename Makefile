@@ -116,14 +116,11 @@ $(K8S_LINT_VENV)/.installed: tools/k8s-lint-requirements.txt
 lint-k8s: setup $(K8S_LINT_VENV)/.installed
 	rm -rf $(K8S_OUT) && mkdir -p $(K8S_OUT)
 	cp docker/helm/manifests/*.yaml $(K8S_OUT)/
-	@if $(PY) -m dpo_tasks pod-spec --help >/dev/null 2>&1; then \
-		export PERSONA_DPO_PERSONAS=$(abspath $(K8S_PERSONAS)); \
-		for s in $(K8S_STAGES); do \
-			$(PY) -m dpo_tasks pod-spec --persona $(PERSONA) --stage $$s > $(K8S_OUT)/pod-$$s.yaml || exit 1; \
-			$(PY) -m dpo_tasks pod-spec --persona $(PERSONA) --community $(K8S_COMMUNITY) --stage $$s \
-				> $(K8S_OUT)/pod-community-$$s.yaml || exit 1; \
-		done; \
-	else echo "lint-k8s: this checkout has no 'pod-spec' command yet: checking the Helm manifests only"; fi
+	export PERSONA_DPO_PERSONAS=$(abspath $(K8S_PERSONAS)); for s in $(K8S_STAGES); do \
+		$(PY) -m dpo_tasks pod-spec --persona $(PERSONA) --stage $$s > $(K8S_OUT)/pod-$$s.yaml || exit 1; \
+		$(PY) -m dpo_tasks pod-spec --persona $(PERSONA) --community $(K8S_COMMUNITY) --stage $$s \
+			> $(K8S_OUT)/pod-community-$$s.yaml || exit 1; \
+	done
 	ls $(K8S_OUT)
 	for v in $(K8S_VERSIONS); do $(K8S_LINT_VENV)/bin/kubernetes-validate --strict --quiet -k $$v $(K8S_OUT)/*.yaml || exit 1; done
 	$(K8S_LINT_VENV)/bin/checkov --skip-download --quiet --compact --framework kubernetes --check $(CHECKOV_CHECKS) -d $(K8S_OUT)
