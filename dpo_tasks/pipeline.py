@@ -196,14 +196,19 @@ def format_summary(summary: dict[str, Any]) -> str:
         f"  generate  {t('generate')}  {gen.get('prompts')} prompts ({gen.get('feedback_prompts', 0)} from feedback), two variants each",
         f"  label     {t('label')}  {lab.get('kept')} pairs kept of {lab.get('input_pairs')} (pass rate {_fmt(lab.get('pass_rate'), '.0%')}; "
         f"judge {lab.get('judge')}) + {lab.get('feedback_pairs', 0)} feedback pairs",
-        f"  format    {t('format')}  {fmt.get('records')} DPO records in ChatML ({fmt.get('skipped')} skipped)",
+        f"  format    {t('format')}  {fmt.get('records')} DPO records in ChatML ({fmt.get('skipped')} skipped, "
+        f"{fmt.get('cut_off', 0)} with a cut-off answer)",
         f"  train     {t('train')}  {train.get('pairs')} pairs, {train.get('steps')} steps: loss {_fmt(train.get('train_loss'))}; "
         f"last epoch: reward accuracy {_fmt(train.get('reward_accuracy'), '.2f')}, margin {_fmt(train.get('reward_margin'))}; "
         f"held out ({train.get('eval_pairs', 0)} pairs): loss {_fmt(train.get('eval_loss'))}, "
         f"reward accuracy {_fmt(train.get('eval_reward_accuracy'), '.2f')}",
         f"  evaluate  {t('evaluate')}  win rate {_fmt(ev.get('win_rate'))} vs {(ev.get('baseline') or {}).get('label')} "
         f"(95% CI {_fmt(ev.get('ci_low'))}-{_fmt(ev.get('ci_high'))}) over {ev.get('n')} cases: "
-        f"{ev.get('wins')} wins, {ev.get('ties')} ties, {ev.get('losses')} losses ({ev.get('judge')} judge)",
+        f"{ev.get('wins')} wins, {ev.get('ties')} ties, {ev.get('losses')} losses ({ev.get('judge')} judge, labels by "
+        f"{ev.get('label_judge')}{': THE SAME JUDGE' if ev.get('same_judge') else ''})",
+        f"  {'':>21}usable answers {_fmt((ev.get('usable_rate') or {}).get('candidate'), '.0%')} DPO vs "
+        f"{_fmt((ev.get('usable_rate') or {}).get('baseline'), '.0%')} baseline; cut off "
+        f"{_fmt((ev.get('truncation_rate') or {}).get('candidate'), '.0%')} vs {_fmt((ev.get('truncation_rate') or {}).get('baseline'), '.0%')}",
         f"  gate      {t('gate')}  {str(gate.get('decision')).upper()}: {gate.get('reason')}",
     ]
     if pub.get("skipped"):
