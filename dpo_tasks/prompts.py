@@ -19,7 +19,6 @@ skipped; a missing file or one without a usable row is an error naming the file.
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Literal
@@ -86,34 +85,35 @@ def read_prompt_pool(path: str | Path, *, shown: str | None = None) -> list[dict
 
     `shown` names the file in messages when it was fetched from elsewhere (a gs:// URI).
     """
+    from dpo_tasks.loaders import InputFileError, brief, iter_jsonl
+
     name = shown or str(path)
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"prompt pool {name!r}: no such file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"prompt pool {name!r}: cannot read it ({exc})") from None
     rows: list[dict] = []
     seen: set[str] = set()
     skipped = 0
-    for lineno, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
+    try:
+        # The shared reader: split on "\n" only, bad bytes / deep nesting / huge numbers are a line's problem.
+        records = list(iter_jsonl(path, what="prompt pool"))
+    except FileNotFoundError:
+        raise ConfigError(f"prompt pool {name!r}: no such file") from None
+    except InputFileError as exc:
+        raise ConfigError(f"prompt pool {name!r}: cannot read it ({exc.problem})") from None
+    for lineno, row in records:
         problem = None
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            row, problem = None, f"not JSON ({exc.msg} at column {exc.colno})"
+        if isinstance(row, ValueError):
+            message = str(row)
+            row, problem = None, (f"not JSON ({message.removeprefix('not valid JSON: ')})"
+                                  if message.startswith("not valid JSON: ") else message)
         if problem is None and not isinstance(row, dict):
             problem = f"expected an object {{\"id\", \"prompt\"}}, got {type(row).__name__}"
         if problem is None:
             pid, prompt = row.get("id"), row.get("prompt")
             if not isinstance(prompt, str) or not prompt.strip():
-                problem = f"'prompt' must be a non-empty string, got {prompt!r}"
+                problem = f"'prompt' must be a non-empty string, got {brief(prompt)}"
             elif not isinstance(pid, (str, int)) or isinstance(pid, bool) or not str(pid).strip():
-                problem = f"'id' must be a non-empty string or number, got {pid!r}"
+                problem = f"'id' must be a non-empty string or number, got {brief(pid)}"
             elif str(pid) in seen:
-                problem = f"duplicate id {str(pid)!r}"
+                problem = f"duplicate id {brief(str(pid))}"
         if problem:
             skipped += 1
             log.warning("%s:%d: %s; line skipped", name, lineno, problem)

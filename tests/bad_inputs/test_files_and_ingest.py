@@ -679,3 +679,36 @@ def test_failed_community_prepare_leaves_no_copy(tmp_path, monkeypatch):
     assert "community_dataset.raw" not in leftovers and "dpo.jsonl" not in leftovers
     assert upload.exists(), "the community's own upload is theirs"
     assert tasks.cleanup_run_data(None) is None
+
+
+# --- a user's prompt pool (generation.prompt_pool) --------------------------------------------
+
+from dpo_tasks.prompts import read_prompt_pool  # noqa: E402
+
+
+@pytest.mark.parametrize(
+    ("data", "ids", "logged"),
+    [
+        pytest.param('{"id": "a", "prompt": "Tacos\u2028for two?"}\n{"id": "b", "prompt": "Mole\u0085tonight?"}\n'.encode(),
+                     ["a", "b"], [], id="pool-unicode-line-breaks-kept"),
+        pytest.param(b'{"id": "a", "prompt": "Tac\xffos?"}\n{"id": "b", "prompt": "Mole?"}\n', ["b"], ["pool.jsonl:1: not UTF-8"],
+                     id="pool-bad-byte-line-skipped"),
+        pytest.param(b'{"id": "a", "prompt": ' + b"[" * 10_000 + b"\n" + b'{"id": "b", "prompt": "Mole?"}\n', ["b"],
+                     ["pool.jsonl:1: not usable JSON: nested deeper than 64"], id="pool-deep-line-skipped"),
+    ],
+)
+def test_prompt_pool_lines(tmp_path, caplog, data, ids, logged):
+    path = tmp_path / "pool.jsonl"
+    path.write_bytes(data)
+    with caplog.at_level("WARNING"):
+        rows = read_prompt_pool(path)
+    assert [r["id"] for r in rows] == ids
+    if ids == ["a", "b"]:
+        assert rows[0]["prompt"] == "Tacos\u2028for two?"
+    for fragment in logged:
+        assert fragment in caplog.text
+
+
+def test_prompt_pool_directory_is_a_clear_error(tmp_path):
+    with pytest.raises(ConfigError, match="cannot read it \\(is a directory, expected a prompt pool\\)"):
+        read_prompt_pool(tmp_path)
