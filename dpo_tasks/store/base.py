@@ -32,6 +32,20 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 HISTORY = "HISTORY.jsonl"
+# A LATEST pointer holds one version name; anything larger is not one.
+MAX_POINTER_BYTES = 1024
+
+
+def pointer_value(raw: bytes, where: str) -> str | None:
+    """The version a LATEST pointer's bytes name (None when empty); InputFileError when they name none."""
+    from dpo_tasks.loaders import InputFileError, brief, decode_utf8
+
+    if len(raw) > MAX_POINTER_BYTES:
+        raise InputFileError(where, f"is {len(raw)} bytes, over the limit of {MAX_POINTER_BYTES} for a LATEST pointer")
+    value = decode_utf8(raw, where).strip()
+    if value and (not value.isprintable() or value in (".", "..") or "/" in value or "\\" in value):
+        raise InputFileError(where, f"holds {brief(value)}, not a version name (write the served version into it, or remove it)")
+    return value or None
 
 
 class StoreError(RuntimeError):

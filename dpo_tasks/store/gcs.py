@@ -38,9 +38,12 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from dpo_tasks.loaders import InputFileError
 from dpo_tasks.paths import contained, safe_relpath
 from dpo_tasks.runs import Progress
-from dpo_tasks.store.base import HISTORY, Store, StoreError, VersionNotFound, history_record, parse_history
+from dpo_tasks.store.base import (
+    HISTORY, MAX_POINTER_BYTES, Store, StoreError, VersionNotFound, history_record, parse_history, pointer_value,
+)
 from dpo_tasks.store.manifest import MANIFEST, ManifestError, check_manifest, read_manifest, verify_manifest
 
 log = logging.getLogger(__name__)
@@ -151,12 +154,15 @@ class GCSStore(Store):
             if blob is None:
                 return None, 0
             generation = int(blob.generation)
+            where = f"{self.uri}/{key}"
+            if blob.size is not None and blob.size > MAX_POINTER_BYTES:
+                raise InputFileError(where, f"is {blob.size} bytes, over the limit of {MAX_POINTER_BYTES} for a LATEST pointer")
             try:
                 # Read exactly the generation whose number we return.
-                value = blob.download_as_text(if_generation_match=generation).strip()
+                raw = blob.download_as_bytes(if_generation_match=generation)
             except (NotFound, PreconditionFailed):
                 continue  # rewritten between the metadata read and the download
-            return value or None, generation
+            return pointer_value(raw, where), generation
         raise StoreError(f"LATEST of {namespace!r} in {self.uri!r} keeps changing; try again")
 
     def latest(self, namespace: str) -> str | None:

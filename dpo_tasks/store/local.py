@@ -24,9 +24,11 @@ from pathlib import Path
 import json
 from typing import Any, Iterator
 
-from dpo_tasks.loaders import InputFileError, brief, read_text
+from dpo_tasks.loaders import check_regular_file
 from dpo_tasks.paths import contained, safe_relpath
-from dpo_tasks.store.base import HISTORY, Store, StoreError, VersionNotFound, history_record, parse_history
+from dpo_tasks.store.base import (
+    HISTORY, MAX_POINTER_BYTES, Store, StoreError, VersionNotFound, history_record, parse_history, pointer_value,
+)
 from dpo_tasks.store.manifest import MANIFEST, ManifestError, read_manifest, verify_manifest
 
 LATEST = "LATEST"
@@ -165,12 +167,10 @@ class LocalStore(Store):
     def latest(self, namespace: str) -> str | None:
         path = self._ns(namespace) / LATEST
         try:
-            value = read_text(path, what="LATEST pointer", max_bytes=1024).strip()
+            check_regular_file(path, what="LATEST pointer", max_bytes=MAX_POINTER_BYTES)
+            return pointer_value(path.read_bytes(), str(path))
         except FileNotFoundError:
             return None
-        if value and (not value.isprintable() or value in (".", "..") or "/" in value or "\\" in value):
-            raise InputFileError(path, f"holds {brief(value)}, not a version name (write the served version into it, or remove it)")
-        return value or None
 
     def list_versions(self, namespace: str) -> list[str]:
         ns = self._ns(namespace)

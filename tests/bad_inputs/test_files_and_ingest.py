@@ -712,3 +712,45 @@ def test_prompt_pool_lines(tmp_path, caplog, data, ids, logged):
 def test_prompt_pool_directory_is_a_clear_error(tmp_path):
     with pytest.raises(ConfigError, match="cannot read it \\(is a directory, expected a prompt pool\\)"):
         read_prompt_pool(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("data", "fragment"),
+    [
+        pytest.param(b"v1\xff", "not UTF-8", id="gcs-latest-binary"),
+        pytest.param(b"../other", "not a version name", id="gcs-latest-traversal"),
+        pytest.param(b"v" * 2000, "over the limit of 1024", id="gcs-latest-huge"),
+    ],
+)
+def test_gcs_latest_pointer_damage_is_named(tmp_path, monkeypatch, data, fragment):
+    """Against gcp-storage-emulator, started the way the store tests start it."""
+    import socket
+    import subprocess
+    import sys
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    script = Path(__file__).parent.parent / "dpo_tasks" / "store" / "gcs_emulator.py"
+    server = subprocess.Popen([sys.executable, str(script), str(port), "b"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=1).read()
+                break
+            except OSError:
+                assert server.poll() is None and time.monotonic() < deadline, "gcs emulator did not start"
+                time.sleep(0.1)
+        monkeypatch.setenv("STORAGE_EMULATOR_HOST", f"http://127.0.0.1:{port}")
+        from dpo_tasks.store.gcs import GCSStore, make_client
+
+        client = make_client()
+        client.bucket("b").blob("store/persona_e_mexican_vegan/LATEST").upload_from_string(data)
+        store = GCSStore("gs://b/store", client=client)
+        with pytest.raises(InputFileError, match=re.escape(fragment)):
+            store.latest("persona_e_mexican_vegan")
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
