@@ -243,7 +243,13 @@ class StagePodOperator(BaseOperator):
         self.run = run
 
     def _delegate(self, staging: dict[str, str]):
-        op = build_pod_operator(self.run, self.stage, staging, task_id=self.task_id, execution_timeout=self.execution_timeout)
+        from airflow.sdk.exceptions import AirflowFailException
+
+        try:
+            op = build_pod_operator(self.run, self.stage, staging, task_id=self.task_id, execution_timeout=self.execution_timeout)
+        except ValueError as exc:
+            # A deployment setting is missing (image, GKE cluster): every retry would fail the same way.
+            raise AirflowFailException(f"{self.stage} pod: {exc}") from exc
         self._pod_op = op
         return op
 

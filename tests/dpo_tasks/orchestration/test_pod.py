@@ -142,6 +142,16 @@ def test_gke_without_a_cluster_says_which_setting_is_missing(tmp_path):
         build_pod_operator(run, "train", STAGING)
 
 
+def test_a_pod_without_its_cluster_settings_fails_the_task_without_retry(tmp_path, monkeypatch):
+    from airflow.sdk.exceptions import AirflowFailException
+
+    monkeypatch.setenv("PERSONA_DPO_STAGING", str(tmp_path / "staging"))
+    run = make_run(tmp_path, k8s_personas(tmp_path, {"project_id": "my-project"}))
+    (Path(run["run_dir"]) / "dpo.jsonl").write_text("{}\n")
+    with pytest.raises(AirflowFailException, match=r"train pod: kubernetes\.gke is true but kubernetes\.location"):
+        StagePodOperator(task_id="train", stage="train", run=run).execute(context={})
+
+
 def test_the_hugging_face_token_travels_only_as_a_secret_reference(tmp_path, monkeypatch):
     from kubernetes.client import ApiClient
 
