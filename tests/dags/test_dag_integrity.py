@@ -77,9 +77,22 @@ def write_personas(tmp_path: Path, edit) -> Path:
     return path
 
 
-def test_one_bad_persona_is_an_import_error_naming_it_and_the_others_still_load(tmp_path, monkeypatch):
+@pytest.mark.parametrize(
+    ("edit", "fragments"),
+    [
+        pytest.param(lambda p: p.setdefault("overrides", {}).update(training={"epochs": -1}),
+                     ["overrides.training.epochs", "-1"], id="out-of-range"),
+        pytest.param(lambda p: p.update(config={"gate": {"min_win_rate_lower_bound": 0.9}}),
+                     ["unknown field 'config'", "go under 'overrides'"], id="config-instead-of-overrides"),
+        pytest.param(lambda p: p.setdefault("overrides", {}).update(schedule="0 25 * * *"),
+                     ["overrides.schedule", "'0 25 * * *'"], id="invalid-cron"),
+        pytest.param(lambda p: p.setdefault("overrides", {}).update(kubernetes={"train": {"memory": "lots"}}),
+                     ["overrides.kubernetes.train.memory", "'lots' is not a Kubernetes quantity"], id="memory-lots"),
+    ],
+)
+def test_one_bad_persona_is_an_import_error_naming_it_and_the_others_still_load(tmp_path, monkeypatch, edit, fragments):
     def break_one(raw):
-        raw["personas"][1].setdefault("overrides", {})["training"] = {"epochs": -1}
+        edit(raw["personas"][1])
 
     monkeypatch.setenv("PERSONA_DPO_PERSONAS", str(write_personas(tmp_path, break_one)))
     bag = DagBag(dag_folder=str(DAGS))
@@ -87,7 +100,9 @@ def test_one_bad_persona_is_an_import_error_naming_it_and_the_others_still_load(
     assert f"dpo_{bad}" not in bag.dag_ids
     assert set(bag.dag_ids) >= {f"dpo_{pid}" for pid in PERSONA_IDS if pid != bad} | {"dpo_custom"}
     (error,) = [v for k, v in bag.import_errors.items() if k.endswith("persona_config_check.py")]
-    assert f"dpo_{bad}" in error and "overrides.training.epochs" in error and "-1" in error
+    assert f"dpo_{bad}" in error
+    for fragment in fragments:
+        assert fragment in error
     assert not [k for k in bag.import_errors if not k.endswith("persona_config_check.py")]
 
 
