@@ -21,13 +21,14 @@ have been served before, unless forced (`--to V --force`), which the history rec
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from abc import ABC, abstractmethod
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
+
+from dpo_tasks.loaders import parse_json
 
 log = logging.getLogger(__name__)
 
@@ -164,7 +165,7 @@ class Store(ABC):
         the history's to say.
         """
         try:
-            card = json.loads(self.read_file(namespace, version, "model_card.json"))
+            card = parse_json(self.read_file(namespace, version, "model_card.json").decode("utf-8"))
         except (ValueError, UnicodeDecodeError):
             raise StoreError(f"model_card.json of {namespace}/{version} is not valid JSON") from None
         records = [rec for rec in self.history(namespace) if rec.get("version") == version]
@@ -191,7 +192,8 @@ def parse_history(text: str, where: str) -> list[dict[str, Any]]:
         if not line.strip():
             continue
         try:
-            rec = json.loads(line)
+            # The shared parser: a damaged line (deep nesting, huge numbers) is skipped, never a traceback.
+            rec = parse_json(line)
         except ValueError:
             rec = None
         if not isinstance(rec, dict):

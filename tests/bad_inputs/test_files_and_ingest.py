@@ -754,3 +754,13 @@ def test_gcs_latest_pointer_damage_is_named(tmp_path, monkeypatch, data, fragmen
     finally:
         server.terminate()
         server.wait(timeout=10)
+
+
+def test_history_line_too_deep_is_skipped_not_a_traceback(tmp_path, caplog):
+    from dpo_tasks.store.base import parse_history
+
+    text = '{"version": "v1"}\n' + "[" * 100_000 + "\n" + '{"version": "v2", "n": ' + "9" * 5000 + "}\n" + '{"version": "v3"}\n'
+    with caplog.at_level("WARNING"):
+        records = parse_history(text, "HISTORY.jsonl")
+    assert [r["version"] for r in records] == ["v1", "v3"]
+    assert "HISTORY.jsonl line 2 is not a history record" in caplog.text and "line 3" in caplog.text
