@@ -24,6 +24,7 @@ from airflow.sdk import DAG, BaseOperator, Param, ParamsDict, chain, get_parsing
 
 from dpo_tasks.config import DEFAULT_PERSONA, PersonasFile, PipelineConfig, Persona, load_personas_lenient
 from dpo_tasks.orchestration import tasks
+from dpo_tasks.orchestration.assets import community_alias, model_asset
 from dpo_tasks.orchestration.common import DAGRUN_TIMEOUT, POOL_A100, POOL_GROQ, dag_policy
 from dpo_tasks.orchestration.params import persona_params
 from dpo_tasks.orchestration.operators import StageOperator
@@ -70,13 +71,16 @@ def _model_stage(stage: str, run: Any, cfg: PipelineConfig, *, timeout: timedelt
     return _stage(stage, tasks.run_stage, stage, run=run, execution_timeout=timeout, **kwargs)
 
 
-def _training_and_after(run: Any, cfg: PipelineConfig, *, after: Any) -> None:
-    """train ─► evaluate_answers ─► evaluate ─► gate ─► publish, and version_data."""
+def _training_and_after(run: Any, cfg: PipelineConfig, *, after: Any, outlets: list[Any]) -> None:
+    """train ─► evaluate_answers ─► evaluate ─► gate ─► publish, and version_data.
+
+    `publish` emits an asset event for the served model (`outlets`) when it moves LATEST.
+    """
     train = _model_stage("train", run, cfg, timeout=TRAIN_TIMEOUT)
     answers = _model_stage("evaluate_answers", run, cfg, timeout=STAGE_TIMEOUT)
     evaluate = _stage("evaluate", tasks.run_stage, "evaluate", run=run, execution_timeout=STAGE_TIMEOUT)
     gate = _stage("gate", tasks.run_stage, "gate", run=run)
-    publish = _stage("publish", tasks.publish_if_promoted, run=run)
+    publish = _stage("publish", tasks.publish_if_promoted, run=run, outlets=outlets)
     chain(after, train, answers, evaluate, gate, publish)
     # The datasets are pushed to the DVC remote while training runs; the model card needs their versions.
     version_data = _stage("version_data", tasks.run_stage, "version-data", run=run)
@@ -137,7 +141,7 @@ def build_persona_dag(persona: Persona, personas_path: str | None = None) -> DAG
         label = _model_stage("label", run, cfg, timeout=STAGE_TIMEOUT, pool=POOL_GROQ)
         fmt = _model_stage("format", run, cfg, timeout=STAGE_TIMEOUT)
         chain(feedback, generate, label, fmt)
-        _training_and_after(run, cfg, after=fmt)
+        _training_and_after(run, cfg, after=fmt, outlets=[model_asset(persona.id)])
     return dag
 
 
@@ -199,7 +203,7 @@ def build_custom_dag(personas: PersonasFile) -> DAG:
         tags=CUSTOM_TAGS,
     ) as dag, _tasks_share_dag_params(dag):
         run = _stage("prepare", tasks.prepare_custom_run, str(personas.path)).output
-        _training_and_after(run, cfg, after=run)
+        _training_and_after(run, cfg, after=run, outlets=[community_alias()])
     return dag
 
 

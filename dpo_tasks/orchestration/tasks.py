@@ -302,6 +302,12 @@ def publish_if_promoted(run: dict[str, Any]) -> dict[str, Any]:
     run_cli(argv)
     # The last task of the DAG run: retry what MLflow missed and end the MLflow run.
     track(run, finish=True)
+    published = read_json(rd.publish)
+    if published.get("latest_moved"):
+        from dpo_tasks.orchestration.assets import emit_promotion
+
+        # Airflow records the event when this task succeeds: deployment DAGs scheduled on the asset run.
+        emit_promotion(_context(), run, published)
     return _summary(rd, "publish")
 
 

@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
+import sqlite3
+from pathlib import Path
 
 import pytest
 
 from dpo_tasks.config import load_persona
 from dpo_tasks.validate import toy_records
-from tests.dags.airflow_helpers import run_dag_test
+from tests.dags.airflow_helpers import REPO, run_dag_test
 
 pytestmark = pytest.mark.slow
 
@@ -64,13 +68,28 @@ def feedback_db():
     drop_database(PG_ADMIN, url)
 
 
-def test_persona_dag_runs_every_stage_and_publishes(airflow_home, tiny_personas, feedback_db):
+def consumer_dags_folder(tmp_path: Path) -> Path:
+    """This repo's DAG files plus the deployment DAG of docs/tracking.md, the code block as written."""
+    text = (REPO / "docs" / "tracking.md").read_text()
+    block = re.search(r"An example deployment DAG.*?```python\n(.*?)```", text, re.S)
+    assert block, "docs/tracking.md lost its example deployment DAG"
+    folder = tmp_path / "dags"
+    shutil.copytree(REPO / "dags", folder, ignore=shutil.ignore_patterns("__pycache__"))
+    (folder / "deploy_persona_e_mexican_vegan.py").write_text(block.group(1))
+    return folder
+
+
+def test_persona_dag_runs_every_stage_and_publishes(airflow_home, tiny_personas, feedback_db, tmp_path):
     url, max_id = feedback_db
     conf = {
         "num_prompts": 2, "epochs": 1, "min_win_rate_lower_bound": 0.0,
         "feedback": {"persona_id": PERSONA, "from_id": 0, "to_id": max_id},
     }
-    result, output = run_dag_test(airflow_home, f"dpo_{PERSONA}", conf, FEEDBACK_DB_URL=url, PERSONA_DPO_PERSONAS=tiny_personas)
+    # The deployment DAG scheduled on this persona's model asset is in the same bundle, unpaused.
+    result, output = run_dag_test(
+        airflow_home, f"dpo_{PERSONA}", conf, FEEDBACK_DB_URL=url, PERSONA_DPO_PERSONAS=tiny_personas,
+        AIRFLOW__CORE__DAGS_FOLDER=str(consumer_dags_folder(tmp_path)), AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION="False",
+    )
 
     assert result["state"] == "success", output[-6000:]
     tasks = result["tasks"]
@@ -86,6 +105,23 @@ def test_persona_dag_runs_every_stage_and_publishes(airflow_home, tiny_personas,
     assert card  # the model card travelled with the version
     labeled = [json.loads(ln) for ln in (run_dir / "labeled.jsonl").read_text().splitlines()]
     assert labeled and all(r["source"] == "feedback" for r in labeled)
+
+    # The promotion is an asset event of the persona's model, and the deployment DAG is queued.
+    with sqlite3.connect(airflow_home / "airflow.db") as db:
+        events = db.execute(
+            "SELECT a.uri, e.extra FROM asset_event e JOIN asset a ON a.id = e.asset_id "
+            "WHERE a.name = ? AND e.source_dag_id = ? AND e.source_run_id = ?",
+            (f"persona-dpo-model:{PERSONA}", f"dpo_{PERSONA}", result["run_id"]),
+        ).fetchall()
+        queued = db.execute(
+            "SELECT q.target_dag_id FROM asset_dag_run_queue q JOIN asset a ON a.id = q.asset_id WHERE a.name = ?",
+            (f"persona-dpo-model:{PERSONA}",),
+        ).fetchall()
+    assert len(events) == 1, events
+    uri, extra = events[0]
+    assert uri == (store / "LATEST").as_uri()
+    assert json.loads(extra)["version"] == publish["version"]
+    assert ("deploy_persona_e_mexican_vegan",) in queued
 
 
 def test_custom_dag_gate_refuses_and_publish_is_skipped_with_the_reason(airflow_home, tiny_personas):
