@@ -50,7 +50,10 @@ def emit_promotion(context: Any, run: dict[str, Any], published: dict[str, Any])
         "previous": published.get("previous"),
         "run_id": run["run_id"],
     }
-    events = context["outlet_events"]
+    events = context.get("outlet_events")
+    if events is None:
+        # Called outside an Airflow task run (a harness driving the task functions): no event to fill.
+        return
     asset = model_asset(published["namespace"])
     if run.get("community"):
         events[community_alias()].add(asset, extra=extra)
