@@ -1,9 +1,10 @@
 """One persona DAG run in Kubernetes mode, task by task, as the worker would execute it.
 
 Run with `worker_site/` on PYTHONPATH (no torch, transformers, trl or peft can be imported, here
-or in any stage subprocess). A task whose pod would run is executed as that pod's container
-command (`python -m dpo_tasks remote ...`, the exact arguments the operator renders) in a
-subprocess WITHOUT the block: the pod is the only place the training stack exists.
+or in any stage subprocess). A task whose pod would run is executed as the rendered pod's
+container: its command, args and env (secret refs resolved from TEST_SECRETS), every volume mount
+path mapped to a fresh directory of its own (so the pod shares nothing with the worker but the
+staging area), in a subprocess WITHOUT the block: the pod is the only place the training stack exists.
 
     python k8s_worker_run.py PERSONA PERSONAS_FILE FEEDBACK_PAIRS_JSONL  -> prints a JSON report
 """
@@ -15,6 +16,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from types import SimpleNamespace
 
 from dpo_tasks.config import load_persona
@@ -23,6 +25,33 @@ from dpo_tasks.orchestration.operators import StageOperator
 from dpo_tasks.orchestration.pod import StagePodOperator, build_pod_operator
 
 HEAVY = ("torch", "transformers", "trl", "peft")
+
+
+def run_pod(pod, name: str) -> None:
+    (container,) = pod.spec.containers
+    root = tempfile.mkdtemp(prefix=f"pod-{name}-")
+    mounts = {m.mount_path: os.path.join(root, m.name, (m.sub_path or "").strip("/"))
+              for m in container.volume_mounts if m.mount_path != "/dev/shm"}
+
+    def mapped(value: str) -> str:
+        for path in sorted(mounts, key=len, reverse=True):
+            if value == path or value.startswith(path + "/"):
+                return mounts[path] + value[len(path):]
+        return value
+
+    for local in mounts.values():
+        os.makedirs(local, exist_ok=True)
+    secrets = json.loads(os.environ.get("TEST_SECRETS", "{}"))
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "TEST_SECRETS")}
+    for e in container.env:
+        if e.value_from is not None:
+            ref = e.value_from.secret_key_ref
+            env[e.name] = secrets[ref.name][ref.key]
+        else:
+            env[e.name] = mapped(e.value)
+    command = [sys.executable if c == "python" else c for c in container.command]
+    subprocess.run([*command, *(mapped(a) for a in container.args)], check=True, env=env, timeout=600)
+    shutil.rmtree(root)
 
 
 def main(persona_id: str, personas_file: str, feedback_pairs: str) -> dict:
@@ -34,9 +63,7 @@ def main(persona_id: str, personas_file: str, feedback_pairs: str) -> dict:
     for task in dag.topological_sort():
         if isinstance(task, StagePodOperator) and tasks.runs_on_pod(task.stage, run):
             staging = tasks.stage_pod_inputs(task.stage, run)
-            pod = build_pod_operator(run, task.stage, staging)
-            env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-            subprocess.run([sys.executable, "-m", "dpo_tasks", *pod.arguments], check=True, env=env, timeout=600)
+            run_pod(build_pod_operator(run, task.stage, staging).build_pod_request_obj(dry_run=True), task.task_id)
             tasks.fetch_pod_outputs(task.stage, run)
             report["pod"].append(task.task_id)
             continue

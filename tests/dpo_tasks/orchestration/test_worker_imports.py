@@ -19,6 +19,7 @@ import yaml
 from dpo_tasks.config import load_persona
 from dpo_tasks.runs import write_jsonl
 from dpo_tasks.validate import toy_records
+from tests.dpo_tasks.store.conftest import gcs_emulator, gcs_uri  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.slow
 
@@ -44,14 +45,18 @@ def tiny_production_profile(tmp_path: Path, model_dir: Path) -> Path:
     return path
 
 
-def test_worker_tasks_run_without_the_training_stack(tmp_path, tiny_model_dir):
+def test_worker_tasks_run_without_the_training_stack(tmp_path, tiny_model_dir, gcs_uri):
+    """The store and the staging area are on gcp-storage-emulator: the pods share nothing with
+    the worker but what goes through gs://."""
     personas = tiny_production_profile(tmp_path, tiny_model_dir)
     pairs = tmp_path / "feedback_pairs.jsonl"
     write_jsonl(pairs, [r | {"id": f"fb{i}", "source": "feedback"} for i, r in enumerate(toy_records(load_persona(PERSONA), 4, seed=3))])
     env = {
         **os.environ, "PYTHONPATH": str(HERE / "worker_site"),
-        "PERSONA_DPO_RUNS": str(tmp_path / "runs"), "PERSONA_DPO_STORE": str(tmp_path / "store"),
+        "PERSONA_DPO_RUNS": str(tmp_path / "runs"), "PERSONA_DPO_STORE": f"{gcs_uri}/store",
         "PERSONA_DPO_DVC_REMOTE": str(tmp_path / "dvc-remote"),
+        # The Secret the profile's pods read the Hugging Face token from (secretKeyRef).
+        "TEST_SECRETS": json.dumps({"hf-token": {"token": "hf_test_token_value"}}),
     }
     # The block works: the worker interpreter cannot import torch.
     probe = subprocess.run([sys.executable, "-c", "import torch"], env=env, capture_output=True, text=True)
@@ -62,7 +67,11 @@ def test_worker_tasks_run_without_the_training_stack(tmp_path, tiny_model_dir):
     assert proc.returncode == 0, proc.stderr[-6000:]
     report = json.loads(proc.stdout.strip().splitlines()[-1])
     assert report["pod"] == ["generate", "format", "train", "evaluate_answers"]
-    assert set(report["worker"]) == {"prepare", "feedback_export", "label", "evaluate", "gate", "publish", "version_data"}
+    assert set(report["worker"]) >= {"prepare", "feedback_export", "label", "evaluate", "gate", "publish", "version_data"}
+    assert not set(report["worker"]) & set(report["pod"])
     assert report["heavy"] == []
+    # The token reached the pods through the Secret only: never the worker's output or the run dir.
+    assert "hf_test_token_value" not in proc.stdout + proc.stderr
+    assert not any("hf_test_token_value" in p.read_text(errors="ignore") for p in Path(report["run_dir"]).rglob("*") if p.is_file())
     publish = json.loads((Path(report["run_dir"]) / "publish.json").read_text())
-    assert publish["published"]
+    assert publish["published"] and publish["uri"].startswith(f"{gcs_uri}/store/")
