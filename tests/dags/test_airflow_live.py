@@ -22,7 +22,7 @@ import yaml
 from dpo_tasks.config import default_personas_path, load_persona
 from dpo_tasks.orchestration.common import POOLS
 from dpo_tasks.validate import toy_records
-from tests.dags.airflow_helpers import airflow_env
+from tests.dags.airflow_helpers import REPO, airflow_env
 
 pytestmark = pytest.mark.slow
 
@@ -105,6 +105,8 @@ def live_airflow(tmp_path_factory, tiny_model_dir):
         AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL="5",
         AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC="2",
         PERSONA_DPO_PERSONAS=str(_tiny_personas(home / "personas.yaml", tiny_model_dir)),
+        # The repo's plugins: the microservice API (persona_dpo_api) is mounted in the API server.
+        AIRFLOW__CORE__PLUGINS_FOLDER=str(REPO / "plugins"),
     )
     subprocess.run([AIRFLOW, "db", "migrate"], env=env, check=True, capture_output=True, timeout=600)
     for name, (slots, description) in POOLS.items():
@@ -206,3 +208,49 @@ def test_trigger_form_in_the_ui_shows_the_persona_params_and_starts_a_run(live_a
             "GET", f"/api/v2/dags/{dag_id}/dagRuns/{run['dag_run_id']}/taskInstances")["task_instances"]), timeout=180)
     # Nothing more to see: stop the run rather than train a persona in the background.
     api.call("PATCH", f"/api/v2/dags/{dag_id}/dagRuns/{run['dag_run_id']}", {"state": "failed"})
+
+
+def _status(api: Api, method: str, path: str, body: dict | None = None, *, auth: bool = True) -> tuple[int, dict]:
+    try:
+        return 200, api.call(method, path, body, auth=auth)
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"{}")
+
+
+def test_the_microservice_api_is_served_by_the_api_server_behind_its_auth(live_airflow, tmp_path):
+    """The reference microservice's calls, on the plugin mounted at /persona-dpo (plugins/persona_dpo_api.py)."""
+    from dpo_tasks import publish
+    from tests.dpo_tasks.test_publish import make_run
+
+    api, home = live_airflow
+    assert api.call("GET", "/persona-dpo/health", auth=False)["status"] == "healthy"
+
+    body = {"communityId": "plugin-bakers", "dataset": toy_records(load_persona(PERSONA), 4, seed=5)}
+    assert _status(api, "POST", "/persona-dpo/trigger-finetune", body, auth=False)[0] == 401
+    code, answer = _status(api, "POST", "/persona-dpo/trigger-finetune", {**body, "communityId": "Bad_Id"})
+    assert code == 400 and "communityId" in answer["detail"], answer
+    assert "'Bad_Id'" in answer["detail"]
+    code, answer = _status(api, "POST", "/persona-dpo/trigger-finetune", {"communityId": "plugin-bakers"})
+    assert code == 400 and "exactly one of 'dataset'" in answer["detail"]
+
+    before = {r["dag_run_id"] for r in api.call("GET", "/api/v2/dags/dpo_custom/dagRuns?limit=100")["dag_runs"]}
+    req = urllib.request.Request(api.base + "/persona-dpo/trigger-finetune", method="POST", data=json.dumps(body).encode(),
+                                 headers={"Content-Type": "application/json", "Authorization": f"Bearer {api.token}"})
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        assert resp.status == 202
+        queued = json.loads(resp.read())
+    assert queued["dagId"] == "dpo_custom" and queued["namespace"] == "policies/plugin-bakers"
+    assert queued["runId"] not in before
+    run = api.call("GET", queued["watch"]["api"])
+    assert run["dag_run_id"] == queued["runId"] and run["conf"]["communityId"] == "plugin-bakers"
+    assert len(run["conf"]["dataset"]) == 4
+
+    # A published community version, as the API server sees it in the deployment's store.
+    assert _status(api, "GET", "/persona-dpo/policies/plugin-bakers")[0] == 404
+    result = publish.run(load_persona(PERSONA), make_run(tmp_path / "run"), store_uri=str(home / "store"), namespace="policies/plugin-bakers")
+    assert _status(api, "GET", "/persona-dpo/policies/plugin-bakers", auth=False)[0] == 401
+    policy = api.call("GET", "/persona-dpo/policies/plugin-bakers")
+    assert policy["version"] == result["version"] and policy["uri"] == result["uri"]
+    assert policy["metrics"]["evaluation"]["win_rate"] == 0.8
+    assert {"adapter/adapter_model.safetensors", "model_card.json", "eval/summary.json"} <= set(policy["files"])
+    assert _status(api, "GET", "/persona-dpo/policies/..%2Fetc")[0] in (400, 404)
