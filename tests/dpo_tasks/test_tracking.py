@@ -238,3 +238,34 @@ def test_the_printed_summary_ends_with_the_tracking_uri_and_run_id():
         "tracking": {"tracking_uri": "sqlite:///x/mlflow.db", "run_id": "abc123", "pending": []},
     }
     assert format_summary(summary).splitlines()[-1] == "  tracking: sqlite:///x/mlflow.db run abc123"
+
+
+@pytest.mark.slow
+def test_a_pipeline_run_lands_in_the_embedded_mlflow_store(tmp_path, tiny_model_dir, monkeypatch, capsys):
+    """`run` end to end on the tiny model with the embedded default: the store `mlflow ui` would show."""
+    from test_pipeline import seed_feedback, tiny_settings
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setenv("PERSONA_DPO_TRACKING", "on")
+    rd = RunDir(tmp_path / "run").ensure()
+    seed_feedback(rd)
+    argv = ["run", "--persona", PERSONA, "--run-dir", str(rd.root), "--store", str(tmp_path / "store"), "--max-steps", "2"]
+    for item in tiny_settings(tiny_model_dir, 0.0):
+        argv += ["--set", item]
+    assert cli.main(argv) == 0
+    last = capsys.readouterr().out.rstrip().splitlines()[-1]
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    run_id = json.loads((rd.root / "mlflow.json").read_text())["run_id"]
+    assert last == f"  tracking: {uri} run {run_id}"
+
+    c = client(uri)
+    run = c.get_run(run_id)
+    assert run.info.status == "FINISHED" and run.data.params["generation.num_prompts"] == "4"
+    assert [m.step for m in c.get_metric_history(run_id, "loss")] == [1, 2]
+    assert {"eval/win_rate", "generate/prompts", "label/kept", "format/records", "train/train_loss"} <= set(run.data.metrics)
+    assert any(k.startswith("eval/category/") for k in run.data.metrics)
+    assert "evaluation_report.html" in {a.path.split("/")[-1] for a in c.list_artifacts(run_id, "eval")}
+    version = json.loads(rd.publish.read_text())["version"]
+    assert run.data.tags["published_version"] == version and run.data.tags["gate_decision"] == "promote"
+    assert c.get_model_version_by_alias(tracking.registered_model_name(PERSONA), "champion").tags["store_version"] == version
