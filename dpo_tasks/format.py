@@ -13,10 +13,15 @@ Reads `labeled.jsonl`, writes `dpo.jsonl` and `summaries/format.json`.
   TRL (which appends the EOS token when a completion does not end with it)
   adds nothing either.
 
-A pair with an answer cut off at the token limit (`chosen_cut_off` /
-`rejected_cut_off` from label) is skipped and counted (`cut_off`): TRL appends
+A pair whose chosen answer was cut off at the token limit (`chosen_cut_off` from
+label, which already drops them) is skipped and counted (`cut_off`): TRL appends
 EOS to a completion that lacks it, so there is no way to hand it an unfinished
-turn, and closing one would teach that a recipe may stop mid-sentence.
+turn, and closing a chosen one would teach that a recipe may stop mid-sentence.
+A cut-off *rejected* answer is kept, closed, and counted (`rejected_cut_off`):
+DPO lowers the likelihood of the rejected turn, end-of-turn included, so it
+teaches the opposite, that stopping mid-recipe (or looping to the limit) is
+worse. Dropping those pairs too left the embedded model's demo with no pair at
+all (its answers loop into the limit far more often than not).
 
 The training-length check counts tokens of prompt + response and reports how
 many records TRL will truncate at `training.max_length`.
@@ -70,7 +75,7 @@ def run(persona: Persona, run_dir: str | RunDir, *, tokenizer: Any = None) -> di
     max_length = persona.config.training.max_length
     rows = read_jsonl(run_dir.labeled)
 
-    records, sources, skipped, too_long, longest, cut_off = [], Counter(), 0, 0, 0, 0
+    records, sources, skipped, too_long, longest, cut_off, rejected_cut_off = [], Counter(), 0, 0, 0, 0, 0
     progress = Progress(f"format {persona.id}", len(rows), unit="pairs", logger=log)
     for n, row in enumerate(rows, start=1):
         fields = [row.get(f) for f in ("prompt", "chosen", "rejected")]
@@ -83,11 +88,13 @@ def run(persona: Persona, run_dir: str | RunDir, *, tokenizer: Any = None) -> di
             log.warning("labeled.jsonl record %d (id %r): needs a prompt and two different, non-empty responses; skipped", n, row.get("id"))
             progress.advance()
             continue
-        if row.get("chosen_cut_off") or row.get("rejected_cut_off"):
+        if row.get("chosen_cut_off"):
             cut_off += 1
-            log.info("labeled.jsonl record %d (id %r): an answer was cut off at the token limit; skipped, not closed as a finished turn", n, row.get("id"))
+            log.info("labeled.jsonl record %d (id %r): the chosen answer was cut off at the token limit; skipped, not closed as a finished turn",
+                     n, row.get("id"))
             progress.advance()
             continue
+        rejected_cut_off += bool(row.get("rejected_cut_off"))
         prompt = render_prompt(tokenizer, system, row["prompt"])
         record = {"prompt": prompt, "chosen": chosen, "rejected": rejected}
         prompt_tokens = len(tokenizer(prompt, add_special_tokens=False)["input_ids"])
@@ -105,6 +112,7 @@ def run(persona: Persona, run_dir: str | RunDir, *, tokenizer: Any = None) -> di
         "records": len(records),
         "skipped": skipped,
         "cut_off": cut_off,
+        "rejected_cut_off": rejected_cut_off,
         "by_source": dict(sources),
         "end_of_turn": eot,
         "longest_tokens": longest,
@@ -117,8 +125,9 @@ def run(persona: Persona, run_dir: str | RunDir, *, tokenizer: Any = None) -> di
     if too_long:
         log.warning("format %s: %d of %d records exceed training.max_length=%d tokens and will be truncated by the trainer",
                     persona.id, too_long, len(records), max_length)
-    log.info("format %s: wrote %d DPO records (%s), skipped %d malformed and %d with a cut-off answer", persona.id, len(records),
-             ", ".join(f"{k} {v}" for k, v in sources.items()) or "none", skipped, cut_off)
+    log.info("format %s: wrote %d DPO records (%s; %d with a cut-off rejected answer), skipped %d malformed and %d with a cut-off "
+             "chosen answer", persona.id, len(records), ", ".join(f"{k} {v}" for k, v in sources.items()) or "none", rejected_cut_off,
+             skipped, cut_off)
     return summary
 
 

@@ -197,7 +197,7 @@ def format_summary(summary: dict[str, Any]) -> str:
         f"  label     {t('label')}  {lab.get('kept')} pairs kept of {lab.get('input_pairs')} (pass rate {_fmt(lab.get('pass_rate'), '.0%')}; "
         f"judge {lab.get('judge')}) + {lab.get('feedback_pairs', 0)} feedback pairs",
         f"  format    {t('format')}  {fmt.get('records')} DPO records in ChatML ({fmt.get('skipped')} skipped, "
-        f"{fmt.get('cut_off', 0)} with a cut-off answer)",
+        f"{fmt.get('cut_off', 0)} with a cut-off chosen answer; {fmt.get('rejected_cut_off', 0)} kept with a cut-off rejected one)",
         f"  train     {t('train')}  {train.get('pairs')} pairs, {train.get('steps')} steps: loss {_fmt(train.get('train_loss'))}; "
         f"last epoch: reward accuracy {_fmt(train.get('reward_accuracy'), '.2f')}, margin {_fmt(train.get('reward_margin'))}; "
         f"held out ({train.get('eval_pairs', 0)} pairs): loss {_fmt(train.get('eval_loss'))}, "

@@ -99,12 +99,15 @@ def test_cli_runs_format_and_reports_missing_input(tmp_path, smol_tokenizer_dir,
     assert "labeled.jsonl not found: run the label stage first" in capsys.readouterr().err
 
 
-def test_a_cut_off_answer_is_never_closed_as_a_finished_turn(tmp_path, persona, caplog):
-    rows = [pair(1), pair(2, rejected="Beef tacos with a long", rejected_cut_off=True), pair(3, chosen_cut_off=True)]
+def test_a_cut_off_chosen_answer_is_never_closed_as_a_finished_turn(tmp_path, persona, caplog):
+    rows = [pair(1), pair(2, rejected="Beef tacos with a long", rejected_cut_off=True),
+            pair(3, chosen="Bean tacos with a long", chosen_cut_off=True)]
     run_dir = labeled_run(tmp_path, rows)
     caplog.set_level("INFO", logger="dpo_tasks.format")
     summary = fmt.run(persona, run_dir)
     records = read_jsonl(run_dir.dpo)
-    assert len(records) == 1 and summary["cut_off"] == 2 and summary["records"] == 1
-    assert not any("a long" in r["rejected"] for r in records)
-    assert "cut off" in caplog.text
+    assert (summary["records"], summary["cut_off"], summary["rejected_cut_off"]) == (2, 1, 1)
+    assert not any("Bean tacos with a long" in r["chosen"] for r in records)
+    # A cut-off rejected answer stays a rejected turn: DPO pushes its premature end down, not up.
+    assert [r["rejected"] for r in records if "a long" in r["rejected"]] == ["Beef tacos with a long<|im_end|>"]
+    assert "chosen answer was cut off" in caplog.text
