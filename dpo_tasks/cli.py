@@ -69,8 +69,10 @@ def add_persona_args(parser: argparse.ArgumentParser, *, run_dir: bool = True) -
 def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
     """`["training.epochs=1", "labeling.judge=groq"]` -> nested dict, values parsed as YAML.
 
-    A key given twice, or both as a value and as a section (`training=1` and
-    `training.epochs=2`), is refused: which one the caller meant is unknowable.
+    A key given twice takes the later value, as repeated options do (`make demo
+    DEMO_ARGS="--set k=v"` relies on it to replace one of the demo's settings). A key
+    given both as a value and as a section (`training=1` and `training.epochs=2`)
+    is refused: which one the caller meant is unknowable.
     """
     out: dict[str, Any] = {}
     given: dict[str, str] = {}
@@ -80,7 +82,7 @@ def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
         parts = key.split(".")
         if not sep or not key or not all(parts):
             raise ConfigError(f"--set {brief(item)}: expected KEY=VALUE, e.g. training.epochs=1")
-        for n in range(1, len(parts) + 1):
+        for n in range(1, len(parts)):
             prefix = ".".join(parts[:n])
             if given.get(prefix) == "value":
                 raise ConfigError(f"--set {brief(item)}: conflicts with an earlier --set of {brief(prefix)}")

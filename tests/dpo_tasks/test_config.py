@@ -202,3 +202,14 @@ def test_production_profile_loads_with_production_backends_and_the_shipped_perso
         assert cfg.kubernetes.hf_token_secret is not None and cfg.kubernetes.gke
         # The persona entries are personas.yaml's; only the pipeline settings differ.
         assert persona.model_dump(exclude={"config"}) == shipped.personas[pid].model_dump(exclude={"config"})
+
+
+def test_a_repeated_set_takes_the_later_value_but_a_value_and_a_section_conflict():
+    from dpo_tasks.cli import parse_overrides
+
+    # `make demo DEMO_ARGS="--set generation.num_prompts=64"` repeats a key of the demo's settings.
+    assert parse_overrides(["generation.num_prompts=32", "generation.num_prompts=64"]) == {"generation": {"num_prompts": 64}}
+    with pytest.raises(ConfigError, match="conflicts with an earlier --set of 'gate'"):
+        parse_overrides(["gate=1", "gate.min_win_rate_lower_bound=0.4"])
+    with pytest.raises(ConfigError, match="a key inside 'gate'"):
+        parse_overrides(["gate.min_win_rate_lower_bound=0.4", "gate=1"])
