@@ -21,7 +21,7 @@ from typing import Any
 
 from airflow.sdk import Asset, AssetAlias
 
-ASSET_GROUP = "persona-dpo-model"
+from dpo_tasks.asset_events import ASSET_GROUP, asset_name
 COMMUNITY_ALIAS = "persona-dpo-community-models"
 
 
@@ -34,7 +34,7 @@ def latest_uri(namespace: str, store_uri: str | None = None) -> str:
 
 
 def model_asset(namespace: str, store_uri: str | None = None) -> Asset:
-    return Asset(uri=latest_uri(namespace, store_uri), name=f"{ASSET_GROUP}:{namespace}", group=ASSET_GROUP)
+    return Asset(uri=latest_uri(namespace, store_uri), name=asset_name(namespace), group=ASSET_GROUP)
 
 
 def community_alias() -> AssetAlias:

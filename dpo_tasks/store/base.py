@@ -225,10 +225,12 @@ def after_promotion(store: Store, namespace: str, record: dict[str, Any]) -> Non
         "served %s/%s in %s (%s%s; previous %r)", namespace, record["version"], store.uri, record.get("action"),
         ", forced" if record.get("forced") else "", record.get("previous"),
     )
-    from dpo_tasks import tracking
+    from dpo_tasks import asset_events, tracking
 
     # The registry's `champion` alias follows LATEST; MLflow being down is logged, never raised.
     tracking.on_served(namespace, record["version"])
+    # Outside an Airflow task (a CLI rollback), the asset event goes through Airflow's REST API when configured.
+    asset_events.notify(namespace, record)
 
 
 def open_store(uri: str | os.PathLike[str] | None = None) -> Store:

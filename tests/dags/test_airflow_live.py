@@ -254,3 +254,26 @@ def test_the_microservice_api_is_served_by_the_api_server_behind_its_auth(live_a
     assert policy["metrics"]["evaluation"]["win_rate"] == 0.8
     assert {"adapter/adapter_model.safetensors", "model_card.json", "eval/summary.json"} <= set(policy["files"])
     assert _status(api, "GET", "/persona-dpo/policies/..%2Fetc")[0] in (400, 404)
+
+
+def test_a_cli_rollback_records_an_asset_event_through_the_rest_api(live_airflow, tmp_path, monkeypatch):
+    """Outside any task, publish and rollback record the model's asset event via POST /api/v2/assets/events."""
+    from dpo_tasks import cli, publish
+    from tests.dpo_tasks.test_publish import make_run
+
+    api, home = live_airflow
+    monkeypatch.setenv("PERSONA_DPO_AIRFLOW_API", api.base)
+    monkeypatch.setenv("PERSONA_DPO_AIRFLOW_USER", USER)
+    monkeypatch.setenv("PERSONA_DPO_AIRFLOW_PASSWORD", PASSWORD)
+    store = str(home / "store")
+    # The persona DAG declares the asset (publish's outlet), so the API server knows it.
+    [asset] = [a for a in api.call("GET", f"/api/v2/assets?name_pattern=persona-dpo-model:{PERSONA}")["assets"]
+               if a["name"] == f"persona-dpo-model:{PERSONA}"]
+    assert asset["uri"] == (home / "store" / PERSONA / "LATEST").as_uri()
+    versions = [publish.run(load_persona(PERSONA), make_run(tmp_path / f"r{i}", weights=bytes([i]) * 16), store_uri=store)["version"]
+                for i in range(2)]
+    assert cli.main(["rollback", "--persona", PERSONA, "--store", store]) == 0
+
+    events = api.call("GET", f"/api/v2/assets/events?asset_id={asset['id']}&limit=100")["asset_events"]
+    moves = [(e["extra"].get("action"), e["extra"].get("version")) for e in events if e["extra"].get("from_rest_api")]
+    assert moves[-3:] == [("publish", versions[0]), ("publish", versions[1]), ("rollback", versions[0])], moves
