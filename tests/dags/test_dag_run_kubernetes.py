@@ -63,3 +63,41 @@ def test_persona_dag_on_kubernetes_publishes_through_gcs(airflow_home, tiny_mode
     from dpo_tasks.store import open_store
 
     assert open_store(f"{gcs_uri}/store").latest(PERSONA) is not None
+
+
+FAILING_POD_DAG = '''
+import json, os
+from datetime import datetime
+from airflow.sdk import DAG
+from dpo_tasks.orchestration.pod import StagePodOperator
+
+with DAG("pod_fails", schedule=None, start_date=datetime(2025, 1, 1)):
+    StagePodOperator(task_id="train", stage="train", run=json.loads(os.environ["TEST_RUN"]), retries=0)
+'''
+
+
+def test_a_failing_pod_fails_the_task_with_the_pods_log_tail(airflow_home, tiny_model_dir, gcs_uri, tmp_path):
+    """The pod's command fails for a real reason (4-bit training asked of a CPU-only "node"): the
+    task fails, and the pod's own last lines are in the task log."""
+    from dpo_tasks.orchestration.tasks import common_args
+
+    personas = tiny_production_profile(tmp_path, tiny_model_dir)
+    raw = yaml.safe_load(personas.read_text())
+    raw["defaults"]["training"]["quantization"] = "4bit"
+    run_dir = airflow_home / "runs" / PERSONA / "failing_pod"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "personas.yaml").write_text(yaml.safe_dump(raw))
+    (run_dir / "dpo.jsonl").write_text(json.dumps({"prompt": "p", "chosen": "c", "rejected": "r"}) + "\n")
+    run = {"dag_id": "pod_fails", "namespace": PERSONA, "persona": PERSONA, "run_dir": str(run_dir), "run_id": "failing_pod",
+           "args": common_args(PERSONA, run_dir / "personas.yaml", run_dir, []), "runner": "kubernetes", "dry_run": False}
+    dags = tmp_path / "dags"
+    dags.mkdir()
+    (dags / "pod_fails.py").write_text(FAILING_POD_DAG)
+    with FakeKubernetes({"hf-token": {"token": TOKEN}}) as k8s:
+        conn = json.dumps({"conn_type": "kubernetes", "extra": {"kube_config": json.dumps(k8s.kubeconfig)}})
+        result, output = run_dag_test(
+            airflow_home, "pod_fails", {}, timeout=300, AIRFLOW__CORE__DAGS_FOLDER=str(dags), TEST_RUN=json.dumps(run),
+            PERSONA_DPO_STAGING=f"{gcs_uri}/staging", AIRFLOW_CONN_KUBERNETES_DEFAULT=conn, PYTHONPATH=f"{WORKER_SITE}:{REPO}",
+        )
+    assert result["tasks"] == {"train": "failed"}, output[-6000:]
+    assert "needs a CUDA GPU (bitsandbytes NF4)" in output
