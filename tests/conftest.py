@@ -65,3 +65,44 @@ def tiny_model_dir(smol_tokenizer_dir: Path, tmp_path_factory: pytest.TempPathFa
     model.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
     return out
+
+
+# A throwaway feedback database on the real local PostgreSQL, created and migrated once per test
+# session (only when a test asks for it) and emptied before each test that uses `db`.
+ADMIN_URL = os.environ.get("PERSONA_DPO_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+@pytest.fixture(scope="session")
+def pg_admin_url() -> str:
+    return ADMIN_URL
+
+
+@pytest.fixture(scope="session")
+def feedback_db_url():
+    import psycopg2
+
+    from dpo_tasks.feedback.db import create_database, drop_database, migrate
+
+    url = create_database(ADMIN_URL, prefix="test_feedback")
+    conn = psycopg2.connect(url)
+    try:
+        migrate(conn)
+    finally:
+        conn.close()
+    yield url
+    drop_database(ADMIN_URL, url)
+
+
+@pytest.fixture
+def db(feedback_db_url):
+    """A psycopg2 connection to an emptied feedback database."""
+    import psycopg2
+
+    conn = psycopg2.connect(feedback_db_url)
+    with conn.cursor() as cur:
+        cur.execute("TRUNCATE feedback, feedback_watermarks, feedback_triggers RESTART IDENTITY")
+    conn.commit()
+    yield conn
+    conn.close()
+
+

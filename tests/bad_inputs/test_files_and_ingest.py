@@ -403,40 +403,12 @@ def test_latest_pointer_damage_is_named(tmp_path, make, fragment):
 # --- feedback ingest (real PostgreSQL) ---------------------------------------------------------
 
 import json as _json  # noqa: E402
-import os  # noqa: E402
 
 from dpo_tasks.feedback.ingest import ingest  # noqa: E402
 
-PG_ADMIN = os.environ.get("PERSONA_DPO_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 P = "persona_e_mexican_vegan"
 
 
-@pytest.fixture(scope="module")
-def feedback_url():
-    import psycopg2
-
-    from dpo_tasks.feedback.db import create_database, drop_database, migrate
-
-    url = create_database(PG_ADMIN, prefix="test_bad_ingest")
-    conn = psycopg2.connect(url)
-    try:
-        migrate(conn)
-    finally:
-        conn.close()
-    yield url
-    drop_database(PG_ADMIN, url)
-
-
-@pytest.fixture
-def fdb(feedback_url):
-    import psycopg2
-
-    conn = psycopg2.connect(feedback_url)
-    with conn.cursor() as cur:
-        cur.execute("TRUNCATE feedback, feedback_watermarks, feedback_triggers RESTART IDENTITY")
-    conn.commit()
-    yield conn
-    conn.close()
 
 
 def _stored(conn) -> list[tuple]:
@@ -521,21 +493,21 @@ INGEST_CASES = [
 
 
 @pytest.mark.parametrize(("before", "name", "data", "counts", "fragments"), INGEST_CASES)
-def test_feedback_ingest(fdb, tmp_path, before, name, data, counts, fragments):
+def test_feedback_ingest(db, tmp_path, before, name, data, counts, fragments):
     if before is not None:
         (tmp_path / "first").mkdir()
         first = tmp_path / "first" / name.replace("b.", "a.")
         first.write_bytes(before)
-        ingest(fdb, first, known_personas={P})
-    stored = _stored(fdb)
+        ingest(db, first, known_personas={P})
+    stored = _stored(db)
     path = tmp_path / name
     path.write_bytes(data)
-    report = ingest(fdb, path, known_personas={P})
+    report = ingest(db, path, known_personas={P})
     assert (report.inserted, report.already_loaded, report.conflicts, report.bad_rows) == counts, report.errors
     for fragment in fragments:
         assert any(fragment in e for e in report.errors), (fragment, report.errors)
     assert len(report.errors) == counts[2] + counts[3]
-    after = _stored(fdb)
+    after = _stored(db)
     # Nothing stored changed, and every reported-good row is there.
     assert after[: len(stored)] == stored
     assert len(after) == len(stored) + counts[0]
@@ -543,12 +515,12 @@ def test_feedback_ingest(fdb, tmp_path, before, name, data, counts, fragments):
     assert path.read_bytes() == data
 
 
-def test_ingest_keeps_text_verbatim(fdb, tmp_path):
+def test_ingest_keeps_text_verbatim(db, tmp_path):
     text = "tab\there\r\nback\\slash \\N \u2028 \u0085 ü"
     path = tmp_path / "a.jsonl"
     path.write_bytes(j(comment=text, prompt="tacos\u2028?"))
-    ingest(fdb, path, known_personas={P})
-    (row,) = _stored(fdb)
+    ingest(db, path, known_personas={P})
+    (row,) = _stored(db)
     assert row[5] == text and row[2] == "tacos\u2028?"
 
 
@@ -595,21 +567,21 @@ def test_pii_scrub(text, expected):
     assert scrub(text)[0] == expected
 
 
-def test_feedback_export_scrubs_pii_before_it_is_written(fdb, tmp_path):
-    with fdb.cursor() as cur:
+def test_feedback_export_scrubs_pii_before_it_is_written(db, tmp_path):
+    with db.cursor() as cur:
         cur.executemany(
             "INSERT INTO feedback (persona_id, prompt, response, rating) VALUES (%s, %s, %s, %s)",
             [(P, "vegan tacos for jane.doe@example.com?", "Bean tacos, call 415-555-0132", "good"),
              (P, "vegan tacos for jane.doe@example.com?", "Beef tacos", "bad")],
         )
-    fdb.commit()
-    summary = export_feedback(fdb, P, str(tmp_path / "run"), 0, 10)
+    db.commit()
+    summary = export_feedback(db, P, str(tmp_path / "run"), 0, 10)
     text = (tmp_path / "run" / "feedback_pairs.jsonl").read_text() + (tmp_path / "run" / "feedback_prompts.jsonl").read_text()
     assert "jane.doe@example.com" not in text and "555-0132" not in text
     assert "<EMAIL_ADDRESS>" in text and "<PHONE_NUMBER>" in text
     assert summary["pii_scrubbed"] == {"EMAIL_ADDRESS": 2, "PHONE_NUMBER": 1} and summary["pairs"] == 1
     # The stored ratings are the app's record and stay as they were.
-    assert "jane.doe@example.com" in _stored(fdb)[0][2]
+    assert "jane.doe@example.com" in _stored(db)[0][2]
 
 
 def _run_dir_with_data(tmp_path):
