@@ -95,14 +95,17 @@ bench-gpu: setup
 	$(PY) bench/gpu.py $(BENCH_GPU_ARGS)
 
 # `make lint-k8s`: the pods the model stages create (`python -m dpo_tasks pod-spec`, for the personas
-# file K8S_PERSONAS: the production profile where there is one) and the extra manifests of the Helm
+# file K8S_PERSONAS: the production profile where there is one): every pod a persona DAG can start
+# (generate, label with a reward-model judge, format, train, evaluate's answers) and the two of a
+# dpo_custom run (train, evaluate; it has no generate, label or format), plus the extra manifests of the Helm
 # deployment (docker/helm/manifests/), checked by kubernetes-validate --strict for each of
 # K8S_VERSIONS and by checkov's pod checks. Both run from a tool environment of their own, pinned by
 # tools/k8s-lint-requirements.txt: checkov's dependencies conflict with Airflow's pins.
 K8S_LINT_VENV ?= .tools/k8s-lint
 K8S_OUT ?= runs/k8s
 K8S_PERSONAS ?= $(firstword $(wildcard deploy/personas.production.yaml) personas.yaml)
-K8S_STAGES ?= generate train evaluate
+K8S_STAGES ?= generate label format train evaluate
+K8S_COMMUNITY_STAGES ?= train evaluate
 K8S_COMMUNITY ?= vegan-bakers
 K8S_VERSIONS ?= 1.30.0 1.33.0
 CHECKOV_CHECKS ?= CKV_K8S_20,CKV_K8S_22,CKV_K8S_23,CKV_K8S_28,CKV_K8S_30,CKV_K8S_31,CKV_K8S_37,CKV_K8S_38,CKV_K8S_40,CKV_K8S_43
@@ -118,6 +121,7 @@ lint-k8s: setup $(K8S_LINT_VENV)/.installed
 	cp docker/helm/manifests/*.yaml $(K8S_OUT)/
 	export PERSONA_DPO_PERSONAS=$(abspath $(K8S_PERSONAS)); for s in $(K8S_STAGES); do \
 		$(PY) -m dpo_tasks pod-spec --persona $(PERSONA) --stage $$s > $(K8S_OUT)/pod-$$s.yaml || exit 1; \
+	done; for s in $(K8S_COMMUNITY_STAGES); do \
 		$(PY) -m dpo_tasks pod-spec --persona $(PERSONA) --community $(K8S_COMMUNITY) --stage $$s \
 			> $(K8S_OUT)/pod-community-$$s.yaml || exit 1; \
 	done

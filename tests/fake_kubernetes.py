@@ -3,6 +3,11 @@ clients call (create, read, list, log, delete, events). "Creating" a pod runs it
 local subprocess: the container's command and args, its env with `secretKeyRef`s resolved from
 `secrets`, and every volume mount path mapped to a fresh directory of its own. Only the far side
 of the network boundary is replaced: the provider's own client code talks HTTP to it.
+
+Like a real container, the process gets the environment its spec declares and nothing of the
+worker's (no Airflow connection, no API key, no PYTHONPATH): only what stands in for the node
+itself (`NODE_ENV`: the interpreter's PATH, locale, thread count) and for the cluster's network
+route to GCS (`STORAGE_EMULATOR_HOST`) is passed through.
 """
 
 from __future__ import annotations
@@ -21,6 +26,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlparse
+
+# What a pod's process gets from the test's environment: the node (PATH finds the interpreter,
+# locale, one OpenMP thread on a shared machine) and the route to the GCS emulator.
+NODE_ENV = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "OMP_NUM_THREADS", "STORAGE_EMULATOR_HOST")
 
 POD_PATH = re.compile(r"^/api/v1/namespaces/(?P<ns>[^/]+)/pods(?:/(?P<name>[^/]+)(?P<log>/log)?)?$")
 EVENTS_PATH = re.compile(r"^/api/v1/namespaces/[^/]+/events$")
@@ -50,7 +59,7 @@ class FakePod:
                     return str(mounts[path]) + value[len(path):]
             return value
 
-        env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+        env = {k: os.environ[k] for k in NODE_ENV if k in os.environ}
         for e in container.get("env", []):
             if e.get("valueFrom"):
                 ref = e["valueFrom"]["secretKeyRef"]

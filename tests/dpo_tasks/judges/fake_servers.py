@@ -78,6 +78,17 @@ def default_judge(req: Recorded) -> Reply:
     return Reply(text=verdict_json(pref))
 
 
+def service_account_key(token_uri: str, project: str) -> dict:
+    """A throwaway service-account key; its token_uri sends the JWT-for-token exchange to the local server."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    pem = rsa.generate_private_key(public_exponent=65537, key_size=2048).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()).decode()
+    return {"type": "service_account", "project_id": project, "private_key_id": "k1", "private_key": pem,
+            "client_email": f"judge@{project}.iam.gserviceaccount.com", "client_id": "1", "token_uri": token_uri}
+
+
 class FakeLLMServer:
     """`wire` is "groq" (OpenAI-style chat completions) or "gemini" (Vertex generateContent)."""
 

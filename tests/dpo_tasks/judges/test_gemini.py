@@ -12,7 +12,7 @@ from dpo_tasks.judges import make_judge
 from dpo_tasks.judges.base import CRITERIA, PairItem
 from dpo_tasks.judges.gemini import GeminiJudge
 from dpo_tasks.prompts import load_eval_cases
-from fake_servers import FakeLLMServer, Reply, default_judge, verdict_json
+from fake_servers import FakeLLMServer, Reply, default_judge, service_account_key, verdict_json
 
 PERSONA = load_persona("persona_b_indian_veg")
 TOKEN = "ya29.test-access-token"
@@ -110,17 +110,6 @@ def test_missing_project_is_a_clear_config_error(monkeypatch):
     monkeypatch.delenv("AIRFLOW_CTX_DAG_ID", raising=False)
     with pytest.raises(ConfigError, match="evaluation.gemini.project"):
         GeminiJudge(fast_config(project=None), credentials=creds())
-
-
-def service_account_key(token_uri: str, project: str) -> dict:
-    """A throwaway service-account key; its token_uri sends the JWT-for-token exchange to the local server."""
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import rsa
-
-    pem = rsa.generate_private_key(public_exponent=65537, key_size=2048).private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()).decode()
-    return {"type": "service_account", "project_id": project, "private_key_id": "k1", "private_key": pem,
-            "client_email": f"judge@{project}.iam.gserviceaccount.com", "client_id": "1", "token_uri": token_uri}
 
 
 def test_under_airflow_credentials_come_from_google_cloud_default(gemini_server, tmp_path, monkeypatch):
