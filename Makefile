@@ -15,7 +15,7 @@ AIRFLOW_DEMO_HOME ?= runs/airflow-home
 AIRFLOW_DEMO_CONF ?= $(shell $(PY) -c 'import json, sys, yaml; print(json.dumps({"overrides": {k: yaml.safe_load(v) \
 	for k, v in (a.split("=", 1) for a in sys.argv[2::2])}}))' $(DEMO_SETTINGS) 2>/dev/null)
 
-.PHONY: setup demo test bench bench-gpu bench-quality docs clean airflow-demo airflow-pools browser lint-k8s
+.PHONY: setup demo test bench bench-gpu bench-quality bench-sweep docs clean airflow-demo airflow-pools browser lint-k8s
 
 setup: $(VENV)/.installed
 
@@ -82,13 +82,19 @@ docs: setup
 
 # bench/gpu.py needs a CUDA device: `make bench-gpu` (BENCH_GPU_ARGS="--device cpu --tiny" tries it on a CPU).
 bench: setup
-	for b in $(filter-out bench/gpu.py bench/quality.py,$(wildcard bench/*.py)); do echo "== $$b"; $(PY) $$b || exit 1; done
+	for b in $(filter-out bench/gpu.py bench/quality.py bench/sweep.py,$(wildcard bench/*.py)); do echo "== $$b"; $(PY) $$b || exit 1; done
 
 # `make bench-quality`: the six personas' pipelines at the demo settings and one quality table
 # (about 15 minutes per persona on 2 cores); QUALITY_ARGS="--personas ID --json FILE", "--full".
 QUALITY_ARGS ?=
 bench-quality: setup
 	$(PY) bench/quality.py $(QUALITY_ARGS)
+
+# `make bench-sweep`: the training sweep on the embedded model (learning rate x epochs x warmup on one
+# dataset built by generate/label/format, the best judged vs base); SWEEP_ARGS="--lr 5e-4 --epochs 2 ...".
+SWEEP_ARGS ?=
+bench-sweep: setup
+	OMP_NUM_THREADS=$(DEMO_THREADS) $(PY) bench/sweep.py $(SWEEP_ARGS)
 
 BENCH_GPU_ARGS ?=
 bench-gpu: setup
