@@ -32,13 +32,16 @@ $(VENV)/.installed: requirements.txt constraints.txt pyproject.toml
 
 # The demo's settings: the pipeline defaults scaled down so the whole run (generate, label, format,
 # train, evaluate, gate, publish) fits in under 20 minutes on 2 CPU cores. Same code path as production,
-# only smaller: 64 prompts (two 96-token variants each; most answers of the embedded model run into the limit), 2 DPO epochs at a higher learning rate (5e-4;
-# a few optimizer steps must move a LoRA adapter), batch 4 without accumulation, sequences capped at 256
-# tokens. Evaluation: the 60 held-out cases, 96-token answers. Override any of it with DEMO_ARGS="--set k=v".
+# only smaller: 64 prompts (two 160-token variants each: at 96 tokens label kept 2 of 64 pairs, at 160 it
+# kept 14 of 144, most chosen answers of the embedded model being cut off at the limit), 2 DPO epochs at a
+# higher learning rate (2e-3: the best of 5e-5/5e-4/2e-3 by the checklist judge's win rate vs base in
+# bench/sweep.py's measurement; docs/stages.md has the table), batch 4 without accumulation, sequences
+# capped at 384 tokens. Evaluation: the 60 held-out cases,
+# 96-token answers. Override any of it with DEMO_ARGS="--set k=v".
 DEMO_SETTINGS ?= \
-	--set generation.num_prompts=64 --set generation.max_new_tokens=96 --set generation.batch_size=16 \
-	--set training.epochs=2 --set training.learning_rate=5e-4 --set training.batch_size=4 --set training.grad_accum=1 \
-	--set training.max_length=256 --set training.max_prompt_length=128 \
+	--set generation.num_prompts=64 --set generation.max_new_tokens=160 --set generation.batch_size=16 \
+	--set training.epochs=2 --set training.learning_rate=2e-3 --set training.batch_size=4 --set training.grad_accum=1 \
+	--set training.max_length=384 --set training.max_prompt_length=128 \
 	--set evaluation.max_new_tokens=96
 # torch's OpenMP threads spin while they wait for a core: on a machine busy with other work one thread
 # per process is many times faster than two (measured: 27 vs 1.5 tokens/s). DEMO_THREADS=2 on an idle box.

@@ -182,7 +182,7 @@ def table(rows: list[dict[str, Any]], dataset: dict[str, Any]) -> str:
     judges = {r["eval_judge"] for r in rows if r["eval_judge"]}
     lines.append(
         f"dataset: {dataset.get('records')} DPO records: {dataset.get('pairs_kept')} pairs kept of {dataset.get('pairs_input')} "
-        f"({dataset.get('label_judge')} judge; dropped {json.dumps(dataset.get('dropped') or {}, sort_keys=True)}) + "
+        f"({dataset.get('label_judge')} judge; dropped {json.dumps({k: v for k, v in sorted((dataset.get('dropped') or {}).items()) if v})}) + "
         f"{dataset.get('feedback_pairs')} feedback pairs; {first.get('train_pairs')} trained on, "
         f"{first.get('eval_pairs')} held out; eval loss of the untrained adapter: 0.693 (ln 2)"
         + (f"; win rate by the {', '.join(sorted(judges))} judge over {first.get('n') or rows[-1].get('n')} cases" if judges else "")
