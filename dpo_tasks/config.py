@@ -328,6 +328,9 @@ class TrainingConfig(_Model):
     lora_dropout: float = Field(0.05, ge=0, lt=1)
     target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
     learning_rate: float = Field(5e-5, gt=0, lt=1)
+    # Share of the optimizer steps over which the learning rate rises linearly from 0 (then it decays
+    # linearly to 0, the trainer's default schedule). 0: no warmup.
+    warmup_ratio: float = Field(0.0, ge=0, lt=1)
     beta: float = Field(0.1, gt=0)
     epochs: float = Field(3, gt=0, le=100)
     batch_size: int = Field(4, ge=1)
@@ -728,6 +731,7 @@ RUN_SETTABLE: frozenset[str] = frozenset({
     "training.lora_dropout",
     "training.target_modules",
     "training.learning_rate",
+    "training.warmup_ratio",
     "training.beta",
     "training.epochs",
     "training.batch_size",

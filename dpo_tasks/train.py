@@ -190,6 +190,8 @@ def build_trainer(
         per_device_train_batch_size=tc.batch_size,
         gradient_accumulation_steps=tc.grad_accum,
         learning_rate=tc.learning_rate,
+        # transformers 5 reads a float in [0, 1) as a share of the total steps (warmup_ratio is gone).
+        warmup_steps=tc.warmup_ratio,
         num_train_epochs=tc.epochs,
         max_steps=max_steps if max_steps else -1,
         beta=tc.beta,

@@ -15,7 +15,7 @@ def test_demo_settings_are_the_makefiles():
     sets = quality.demo_settings()
     assert sets[0] == "--set" and len(sets) % 2 == 0
     pairs = dict(a.split("=", 1) for a in sets[1::2])
-    assert pairs["generation.num_prompts"] == "32" and pairs["evaluation.max_new_tokens"] == "96"
+    assert pairs["generation.num_prompts"] == "64" and pairs["generation.max_new_tokens"] == "160" and pairs["evaluation.max_new_tokens"] == "96"
 
 
 def test_extra_sets_replace_the_demos_own():
