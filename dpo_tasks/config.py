@@ -366,6 +366,24 @@ class TrainingConfig(_Model):
         return self
 
 
+class SftConfig(_Model):
+    """The optional `sft` stage: supervised fine-tuning on the run's best strong-prompt answers
+    before DPO (the reference pipeline started DPO from an SFT adapter). Off by default.
+
+    The adapter has the LoRA shape of `training.*` (DPO continues it); these are its own knobs."""
+
+    enabled: bool = False
+    epochs: float = Field(2, gt=0, le=100)
+    learning_rate: float = Field(1e-4, gt=0, lt=1)
+    batch_size: int = Field(4, ge=1, le=1024)
+    grad_accum: int = Field(1, ge=1, le=1024)
+    # The best-scored answers first; the rest are counted as skipped (`over_max_examples`).
+    max_examples: int = Field(256, ge=1, le=100_000)
+    # Tokens of system prompt + request + answer; a longer example is skipped, not cut (a cut answer
+    # would teach stopping mid-recipe).
+    max_length: int = Field(512, ge=16, le=32_768)
+
+
 class GeminiConfig(_Model):
     model: str = "gemini-2.0-flash"
     project: str | None = None
@@ -416,6 +434,7 @@ class PipelineConfig(_Model):
     model: ModelConfig = ModelConfig()
     generation: GenerationConfig = GenerationConfig()
     labeling: LabelingConfig = LabelingConfig()
+    sft: SftConfig = SftConfig()
     training: TrainingConfig = TrainingConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
     gate: GateConfig = GateConfig()
@@ -723,6 +742,8 @@ RUN_SETTABLE: frozenset[str] = frozenset({
     "labeling.groq.temperature",
     "labeling.reward.num_candidates",
     "labeling.reward.min_margin",
+    # SFT before DPO, on or off per run, and its hyperparameters: training choices like training.*.
+    "sft.",
     "training.lora_r",
     "training.lora_alpha",
     "training.lora_dropout",
