@@ -4,11 +4,13 @@ and that, off (the default), nothing changes."""
 from __future__ import annotations
 
 import json
+from datetime import datetime, timezone
 
 import pytest
 
 from dpo_tasks import pipeline, sft, train
 from dpo_tasks.config import ConfigError, check_run_overrides, load_persona, with_overrides
+from dpo_tasks.publish import model_card
 from dpo_tasks.runs import RunDir, read_json, read_jsonl, write_jsonl
 
 PERSONA = "persona_e_mexican_vegan"
@@ -130,6 +132,7 @@ def test_disabled_trains_nothing_and_train_is_unchanged(tiny_model_dir, tmp_path
     summary = sft.run(off, rd)
     assert summary["skipped"] and "sft.enabled is false" in summary["reason"]
     assert not rd.sft_adapter.exists() and pipeline.is_complete(rd, "sft")
+    assert model_card(off, rd, run_id="r1", created=datetime.now(timezone.utc))["sft_stage"] is None
     assert train.run(off, rd, max_steps=2)["started_from"] == "base"
 
     # The same training in a run dir that never heard of the stage: the same adapter, bit for bit.
@@ -297,3 +300,6 @@ def test_pipeline_runs_sft_then_dpo_from_it_and_resumes_without_redoing_either(t
 
     again = pipeline.run(persona, rd, store_uri=str(tmp_path / "store"), max_steps=2)
     assert again["seconds"] == {} and again["stages"]["sft"]["resumed"]
+    # A published version's card says that DPO started from this run's SFT, on what.
+    card = model_card(persona, rd, run_id="r1", created=datetime.now(timezone.utc))
+    assert card["sft_stage"]["examples"] == 4 and card["sft_stage"]["settings"]["enabled"] is True
