@@ -218,11 +218,12 @@ def format_summary(summary: dict[str, Any]) -> str:
         f"judge {lab.get('judge')}) + {lab.get('feedback_pairs', 0)} feedback pairs",
         f"  format    {t('format')}  {fmt.get('records')} DPO records in ChatML ({fmt.get('skipped')} skipped, "
         f"{fmt.get('cut_off', 0)} with a cut-off chosen answer; {fmt.get('rejected_cut_off', 0)} kept with a cut-off rejected one)",
-        f"  sft       {t('sft')}  " + (f"skipped ({sft.get('reason')})" if sft.get("skipped") or not sft else
+        f"  sft       {t('sft')}  " + ("n/a" if not sft else f"skipped ({sft.get('reason')})" if sft.get("skipped") else
             f"{sft.get('examples')} strong-prompt answers of {sft.get('labeled_pairs')} labeled pairs "
             f"(skipped {', '.join(f'{k} {v}' for k, v in (sft.get('skipped_examples') or {}).items() if v) or 'none'}), "
             f"{sft.get('steps')} steps, loss {_fmt(sft.get('first_loss'))} -> {_fmt(sft.get('final_loss'))}"),
-        f"  train     {t('train')}  {train.get('pairs')} pairs, {train.get('steps')} steps: loss {_fmt(train.get('train_loss'))}; "
+        f"  train     {t('train')}  {train.get('pairs')} pairs, {train.get('steps')} steps"
+        f"{' from the sft adapter' if train.get('started_from') == 'sft stage adapter' else ''}: loss {_fmt(train.get('train_loss'))}; "
         f"last epoch: reward accuracy {_fmt(train.get('reward_accuracy'), '.2f')}, margin {_fmt(train.get('reward_margin'))}; "
         f"held out ({train.get('eval_pairs', 0)} pairs): loss {_fmt(train.get('eval_loss'))}, "
         f"reward accuracy {_fmt(train.get('eval_reward_accuracy'), '.2f')}",
