@@ -382,6 +382,9 @@ class SftConfig(_Model):
     # Tokens of system prompt + request + answer; a longer example is skipped, not cut (a cut answer
     # would teach stopping mid-recipe).
     max_length: int = Field(512, ge=16, le=32_768)
+    # The labeling judge's overall score (0-10) a chosen answer needs; None: the best ones whatever
+    # their score. "Best of the run" can still be bad: a winning refusal is not worth imitating.
+    min_score: float | None = Field(None, ge=0, le=10)
 
 
 class GeminiConfig(_Model):

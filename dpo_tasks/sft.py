@@ -17,7 +17,8 @@ Trained under the serving prompt, the adapter learns to answer the plain prompt 
 strong prompt made the base answer (prompt distillation). Loss is on the answer tokens only.
 
 Skipped, and counted by reason in the summary: `weak_variant` (the generic prompt's answer won),
-`feedback` (user pairs: not a strong-prompt answer), `cut_off`, `empty`, `over_max_length`
+`feedback` (user pairs: not a strong-prompt answer), `cut_off`, `empty`, `under_min_score` (the
+chosen answer's overall score is below `sft.min_score`, when set), `over_max_length`
 (prompt + answer over `sft.max_length` tokens: cutting would teach stopping mid-recipe) and
 `over_max_examples`. No usable example with `sft.enabled` is a ConfigError: the run asked for
 SFT + DPO and would otherwise silently be plain DPO.
@@ -48,7 +49,7 @@ from dpo_tasks.runs import RunDir, read_json, read_jsonl, sha256_file, write_jso
 
 log = logging.getLogger(__name__)
 
-SKIP_REASONS = ("weak_variant", "feedback", "cut_off", "empty", "over_max_length", "over_max_examples")
+SKIP_REASONS = ("weak_variant", "feedback", "cut_off", "empty", "under_min_score", "over_max_length", "over_max_examples")
 
 
 def _score(row: dict[str, Any]) -> float:
@@ -81,6 +82,8 @@ def select_examples(persona: Persona, rows: list[dict[str, Any]], tokenizer: Any
             skipped["cut_off"] += 1
         elif not isinstance(row.get("chosen"), str) or not isinstance(row.get("prompt"), str) or not row["chosen"].strip():
             skipped["empty"] += 1
+        elif cfg.min_score is not None and _score(row) < cfg.min_score:
+            skipped["under_min_score"] += 1
         else:
             candidates.append(row)
     # Best first; the margin breaks ties (a clearer win over the generic answer), then the id (stable).

@@ -82,6 +82,11 @@ def test_examples_are_the_strong_variants_uncut_answers_best_scored_first(smol_t
     assert first["prompt"].endswith("A quick salsa? (1)<|im_end|>\n<|im_start|>assistant\n")
     assert first["completion"] == f"{GOOD} (1)<|im_end|>" and first["score"] == 9.5
 
+    # With a floor, "best of the run" must also be good enough.
+    strict = with_overrides(persona, {"sft": {"min_score": 7.5}})
+    examples, skipped = sft.select_examples(strict, rows, load_tokenizer(str(smol_tokenizer_dir)))
+    assert [e["id"] for e in examples] == ["p1", "p7"] and skipped["under_min_score"] == 2  # p0 6.0, p8 3.0 (p5 is empty)
+
 
 def test_stage_trains_an_adapter_that_changes_the_models_answers(tiny_model_dir, tmp_path):
     rd = RunDir(tmp_path / "run").ensure()
@@ -160,6 +165,7 @@ def test_enabled_without_usable_answers_or_without_its_adapter_is_a_clear_error(
         pytest.param({"epochs": 0}, ["sft.epochs", "0", "greater than 0"], id="epochs-zero"),
         pytest.param({"learning_rate": 2}, ["sft.learning_rate", "2", "less than 1"], id="learning-rate"),
         pytest.param({"max_examples": 0}, ["sft.max_examples", "greater than or equal to 1"], id="max-examples"),
+        pytest.param({"min_score": 11}, ["sft.min_score", "11", "less than or equal to 10"], id="min-score-off-scale"),
         pytest.param({"enabled": "sometimes"}, ["sft.enabled", "'sometimes'"], id="enabled-not-bool"),
         pytest.param({"epoch": 2}, ["unknown field 'sft.epoch'"], id="misspelt"),
     ],
