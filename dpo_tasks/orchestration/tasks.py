@@ -373,7 +373,7 @@ MODEL_JUDGES = frozenset({"reward"})
 def runs_on_pod(stage: str, run: dict[str, Any]) -> bool:
     """Whether this task of this run executes in a pod: the model stages with the kubernetes runner;
     `label` only when its judge (which a run may choose) is a model."""
-    if run["runner"] != "kubernetes" or stage not in POD_STAGES:
+    if run["runner"] != "kubernetes" or stage not in POD_STAGES or skip_reason(stage, run) is not None:
         return False
     return stage != "label" or run_persona(run).config.labeling.judge in MODEL_JUDGES
 

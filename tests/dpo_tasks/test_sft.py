@@ -275,6 +275,8 @@ def test_disabled_sft_task_is_skipped_before_any_subprocess_or_pod(tmp_path, mon
     with pytest.raises(AssertionError, match="work started"):
         tasks.run_stage("sft", _run(tmp_path, "sft.enabled=true"))
     assert tasks.skip_reason("train", _run(tmp_path)) is None
+    assert not tasks.runs_on_pod("sft", _run(tmp_path, runner="kubernetes"))
+    assert tasks.runs_on_pod("sft", _run(tmp_path, "sft.enabled=true", runner="kubernetes"))
 
 
 def test_pipeline_runs_sft_then_dpo_from_it_and_resumes_without_redoing_either(tiny_model_dir, tmp_path):
