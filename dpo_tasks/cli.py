@@ -32,6 +32,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "format": ("dpo_tasks.format", "pairs -> DPO records in ChatML"),
     "validate": ("dpo_tasks.validate", "check a DPO dataset file (JSONL or JSON list)"),
     "toy-data": ("dpo_tasks.validate", "write a small synthetic DPO dataset"),
+    "sft": ("dpo_tasks.sft", "optional SFT (TRL SFTTrainer + LoRA) on the best strong-prompt answers, before DPO"),
     "train": ("dpo_tasks.train", "TRL DPO + LoRA training"),
     "evaluate": ("dpo_tasks.evaluate", "pairwise evaluation of the candidate vs a baseline"),
     "gate": ("dpo_tasks.gate", "win-rate gate: promote or not"),

@@ -369,6 +369,27 @@ class TrainingConfig(_Model):
         return self
 
 
+class SftConfig(_Model):
+    """The optional `sft` stage: supervised fine-tuning on the run's best strong-prompt answers
+    before DPO (the reference pipeline started DPO from an SFT adapter). Off by default.
+
+    The adapter has the LoRA shape of `training.*` (DPO continues it); these are its own knobs."""
+
+    enabled: bool = False
+    epochs: float = Field(2, gt=0, le=100)
+    learning_rate: float = Field(1e-4, gt=0, lt=1)
+    batch_size: int = Field(4, ge=1, le=1024)
+    grad_accum: int = Field(1, ge=1, le=1024)
+    # The best-scored answers first; the rest are counted as skipped (`over_max_examples`).
+    max_examples: int = Field(256, ge=1, le=100_000)
+    # Tokens of system prompt + request + answer; a longer example is skipped, not cut (a cut answer
+    # would teach stopping mid-recipe).
+    max_length: int = Field(512, ge=16, le=32_768)
+    # The labeling judge's overall score (0-10) a chosen answer needs; None: the best ones whatever
+    # their score. "Best of the run" can still be bad: a winning refusal is not worth imitating.
+    min_score: float | None = Field(None, ge=0, le=10)
+
+
 class GeminiConfig(_Model):
     model: str = "gemini-2.0-flash"
     project: str | None = None
@@ -419,6 +440,7 @@ class PipelineConfig(_Model):
     model: ModelConfig = ModelConfig()
     generation: GenerationConfig = GenerationConfig()
     labeling: LabelingConfig = LabelingConfig()
+    sft: SftConfig = SftConfig()
     training: TrainingConfig = TrainingConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
     gate: GateConfig = GateConfig()
@@ -726,6 +748,8 @@ RUN_SETTABLE: frozenset[str] = frozenset({
     "labeling.groq.temperature",
     "labeling.reward.num_candidates",
     "labeling.reward.min_margin",
+    # SFT before DPO, on or off per run, and its hyperparameters: training choices like training.*.
+    "sft.",
     "training.lora_r",
     "training.lora_alpha",
     "training.lora_dropout",

@@ -44,7 +44,7 @@ PARAMS_HEADER = (
 )
 PROFILE_FIELDS = ("name", "description", "cuisines", "dietary_restrictions", "forbidden", "allowed", "preferred_ingredients", "style_keywords")
 # The sections a DVC run reads; schedule and feedback only drive Airflow.
-PIPELINE_SECTIONS = ("model", "generation", "labeling", "training", "evaluation", "gate")
+PIPELINE_SECTIONS = ("model", "generation", "labeling", "sft", "training", "evaluation", "gate")
 DATA_VERSIONS = "data_versions.json"
 DVC_REMOTE_NAME = "store"
 

@@ -1,6 +1,9 @@
 """Command `run`: every stage in order for one persona, resuming where a previous run stopped.
 
-    generate -> label -> format -> train -> evaluate -> gate -> publish
+    generate -> label -> format -> sft -> train -> evaluate -> gate -> publish
+
+`sft` trains only with `sft.enabled` (off by default; otherwise it writes a summary saying it
+was skipped, and train starts from the configured model as before).
 
 Each stage is called through its own `run(persona, run_dir, ...)`, the same
 entry point Airflow, the trainer pod and DVC use. A stage whose outputs are
@@ -38,7 +41,7 @@ from dpo_tasks.runs import RunDir, read_json, write_json
 
 log = logging.getLogger(__name__)
 
-STAGES = ("generate", "label", "format", "train", "evaluate", "gate", "publish")
+STAGES = ("generate", "label", "format", "sft", "train", "evaluate", "gate", "publish")
 
 
 def _outputs(rd: RunDir) -> dict[str, list[Path]]:
@@ -46,6 +49,7 @@ def _outputs(rd: RunDir) -> dict[str, list[Path]]:
         "generate": [rd.prompts, rd.variants],
         "label": [rd.labeled],
         "format": [rd.dpo],
+        "sft": [],  # the adapter only when it trained: see is_complete
         "train": [rd.adapter / "adapter_config.json", rd.train / "metrics.json"],
         "evaluate": [rd.eval / "summary_stats.json", rd.eval / "detailed_results.json", rd.eval / "evaluation_report.html"],
         "gate": [rd.gate],
@@ -54,6 +58,10 @@ def _outputs(rd: RunDir) -> dict[str, list[Path]]:
 
 
 def is_complete(rd: RunDir, stage: str) -> bool:
+    if stage == "sft":
+        from dpo_tasks.sft import is_done
+
+        return is_done(rd)
     return rd.stage_summary(stage).is_file() and all(p.exists() for p in _outputs(rd)[stage])
 
 
@@ -64,12 +72,13 @@ _FIRST_AFFECTED: dict[str, str | None] = {
     "config.generation": "generate",
     "config.labeling": "label",
     "config.training": "format",  # format counts records over training.max_length
+    "config.sft": "sft",
     "config.evaluation": "evaluate",
     "config.gate": "gate",
     "config.schedule": None,
     "config.feedback": None,
     "baseline": "evaluate",
-    "max_steps": "train",
+    "max_steps": "sft",
 }
 
 
@@ -90,6 +99,9 @@ def _check_run_config(rd: RunDir, settings: dict[str, Any]) -> None:
         write_json(path, settings)
         return
     before = read_json(path)
+    if isinstance(before.get("config"), dict) and "sft" not in before["config"] and not settings["config"]["sft"]["enabled"]:
+        # A run dir from before the sft stage existed ran without SFT: what sft.enabled=false means.
+        before["config"]["sft"] = settings["config"]["sft"]
     diffs = _diff(before, settings)
     if not diffs:
         return
@@ -132,6 +144,7 @@ def run(
     _check_run_config(rd, {"persona": persona.id, "config": persona.config.model_dump(mode="json"),
                          "baseline": baseline, "max_steps": max_steps})
     calls: dict[str, Callable[[], dict[str, Any]]] = {
+        "sft": lambda: _module("sft").run(persona, rd, max_steps=max_steps),
         "train": lambda: _module("train").run(persona, rd, max_steps=max_steps),
         "evaluate": lambda: _module("evaluate").run(persona, rd, baseline=baseline, store_uri=store_uri),
         "publish": lambda: _module("publish").run(persona, rd, store_uri=store_uri, dry_run=dry_run),
@@ -151,6 +164,13 @@ def run(
         if not rerun_rest and is_complete(rd, stage):
             stages[stage] = read_json(rd.stage_summary(stage)) | {"resumed": True}
             log.info("%s: outputs complete in %s, skipped", stage, rd.root)
+            continue
+        if stage == "sft" and not persona.config.sft.enabled:
+            # It only records that it is off: what follows needs no rerun for it (a run dir from
+            # before the stage existed resumes as it was).
+            t0 = time.monotonic()
+            stages[stage] = _module("sft").run(persona, rd)
+            timings[stage] = round(time.monotonic() - t0, 1)
             continue
         rerun_rest = True
         log.info("== %s (%s)", stage, persona.id)
@@ -185,7 +205,7 @@ def _fmt(value: Any, spec: str = ".3f") -> str:
 
 def format_summary(summary: dict[str, Any]) -> str:
     s = summary["stages"]
-    gen, lab, fmt, train, ev, gate, pub = (s.get(k, {}) for k in STAGES)
+    gen, lab, fmt, sft, train, ev, gate, pub = (s.get(k, {}) for k in STAGES)
     secs = summary.get("seconds", {})
 
     def t(stage: str) -> str:
@@ -198,7 +218,12 @@ def format_summary(summary: dict[str, Any]) -> str:
         f"judge {lab.get('judge')}) + {lab.get('feedback_pairs', 0)} feedback pairs",
         f"  format    {t('format')}  {fmt.get('records')} DPO records in ChatML ({fmt.get('skipped')} skipped, "
         f"{fmt.get('cut_off', 0)} with a cut-off chosen answer; {fmt.get('rejected_cut_off', 0)} kept with a cut-off rejected one)",
-        f"  train     {t('train')}  {train.get('pairs')} pairs, {train.get('steps')} steps: loss {_fmt(train.get('train_loss'))}; "
+        f"  sft       {t('sft')}  " + ("n/a" if not sft else f"skipped ({sft.get('reason')})" if sft.get("skipped") else
+            f"{sft.get('examples')} strong-prompt answers of {sft.get('labeled_pairs')} labeled pairs "
+            f"(skipped {', '.join(f'{k} {v}' for k, v in (sft.get('skipped_examples') or {}).items() if v) or 'none'}), "
+            f"{sft.get('steps')} steps, loss {_fmt(sft.get('first_loss'))} -> {_fmt(sft.get('final_loss'))}"),
+        f"  train     {t('train')}  {train.get('pairs')} pairs, {train.get('steps')} steps"
+        f"{' from the sft adapter' if train.get('started_from') == 'sft stage adapter' else ''}: loss {_fmt(train.get('train_loss'))}; "
         f"last epoch: reward accuracy {_fmt(train.get('reward_accuracy'), '.2f')}, margin {_fmt(train.get('reward_margin'))}; "
         f"held out ({train.get('eval_pairs', 0)} pairs): loss {_fmt(train.get('eval_loss'))}, "
         f"reward accuracy {_fmt(train.get('eval_reward_accuracy'), '.2f')}",

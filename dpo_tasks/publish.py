@@ -97,7 +97,18 @@ def model_card(persona: Persona, rd: RunDir, *, run_id: str, created: datetime, 
         },
         "gate": {k: gate.get(k) for k in ("decision", "reason", "threshold")} | {"published_despite_gate": forced},
         "training": cfg.training.model_dump(mode="json"),
+        # The run's own SFT before DPO (the adapter above then continues it): its data and settings.
+        "sft_stage": _sft_stage(rd, persona),
     }
+
+
+def _sft_stage(rd: RunDir, persona: Persona) -> dict[str, Any] | None:
+    path = rd.stage_summary("sft")
+    summary = read_json(path) if path.is_file() else {}
+    if not summary or summary.get("skipped"):
+        return None
+    keep = ("examples", "skipped_examples", "labeled_pairs", "score_mean", "steps", "train_loss", "started_from", "data_sha256")
+    return {k: summary.get(k) for k in keep} | {"settings": persona.config.sft.model_dump(mode="json")}
 
 
 def stage_version(persona: Persona, rd: RunDir, dest: Path, *, run_id: str, created: datetime, forced: bool = False) -> dict[str, Any]:

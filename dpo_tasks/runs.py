@@ -12,6 +12,7 @@ Airflow, the Kubernetes pod and DVC can all run any stage from the files alone.
       variants.jsonl         generate                  {id, prompt, system_strong, system_weak, variant_a, variant_b}
       labeled.jsonl          label                     {id, prompt, chosen, rejected, chosen_variant, margin, source, ...}
       dpo.jsonl              format                    {prompt, chosen, rejected} in ChatML
+      sft/                   sft (optional)            adapter/, sft.jsonl (the examples), metrics.json
       train/                 train                     adapter/, config.yaml, metrics.json
       eval/                  evaluate                  detailed_results.json, summary_stats.json, evaluation_report.html
       gate.json              gate                      decision and the numbers behind it
@@ -72,6 +73,14 @@ class RunDir:
     @property
     def dpo(self) -> Path:
         return self.root / "dpo.jsonl"
+
+    @property
+    def sft(self) -> Path:
+        return self.root / "sft"
+
+    @property
+    def sft_adapter(self) -> Path:
+        return self.sft / "adapter"
 
     @property
     def train(self) -> Path:

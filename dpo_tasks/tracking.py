@@ -50,7 +50,7 @@ STATE = "mlflow.json"
 EXPERIMENT_PREFIX = "persona-dpo"
 CHAMPION = "champion"
 # Stage summaries' numbers that become metrics (others are ids, paths or lists).
-_SUMMARY_STAGES = ("validate", "generate", "label", "format", "train", "evaluate", "gate", "publish")
+_SUMMARY_STAGES = ("validate", "generate", "label", "format", "sft", "train", "evaluate", "gate", "publish")
 _EVAL_METRICS = ("win_rate", "ci_low", "ci_high", "n", "wins", "ties", "losses", "failed", "judged_fraction")
 RETRY_DELAYS_S = (1.0, 2.0, 4.0)
 

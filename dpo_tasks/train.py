@@ -25,6 +25,8 @@ The reference model:
 - `model.sft_adapter` set: training CONTINUES that adapter (its own LoRA shape),
   and the reference is the SFT policy (base + SFT adapter), which TRL keeps as a
   frozen copy of the adapter named "ref".
+- `sft.enabled`: the same, with the adapter the run's `sft` stage trained
+  (`<run_dir>/sft/adapter`, itself on top of `model.sft_adapter` when one is set).
 With `training.precompute_ref_log_probs` (default) the reference log-probs are
 computed once before training instead of at every step.
 
@@ -269,6 +271,15 @@ def run(persona: Persona, run_dir: str | Path | RunDir, *, data: str | Path | No
     data_path = Path(data) if data else rd.dpo
     if not data_path.exists():
         raise ConfigError(f"training data not found: {str(data_path)!r} (run the format stage, or pass --data FILE)")
+    # With the sft stage on, DPO continues its adapter, the way it continues a configured
+    # `model.sft_adapter` (the reference is then the SFT model).
+    from dpo_tasks.sft import trained_adapter
+
+    sft_adapter = trained_adapter(persona, rd)
+    if sft_adapter is not None:
+        cfg = persona.config
+        persona = persona.model_copy(update={"config": cfg.model_copy(update={"model": cfg.model.model_copy(update={"sft_adapter": sft_adapter})})})
+        log.info("starting DPO from the sft stage's adapter %s (it is also the reference model)", sft_adapter)
     tc, mc = persona.config.training, persona.config.model
 
     rows, skipped = load_dataset_rows(data_path, load_tokenizer(mc.base, mc.revision), persona)
@@ -333,6 +344,7 @@ def run(persona: Persona, run_dir: str | Path | RunDir, *, data: str | Path | No
         "prepare_seconds": round(prepare_s, 2),
         "train_seconds": round(train_s, 2),
         "device": device,
+        "started_from": "sft stage adapter" if sft_adapter else "model.sft_adapter" if mc.sft_adapter else "base",
         "adapter": str(rd.adapter),
     }
     write_json(rd.train / "metrics.json", {"steps": steps, "evaluations": evals, "summary": summary, "skipped_records": skipped})

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-STAGES = ("generate", "label", "format", "train", "evaluate", "gate")
+STAGES = ("generate", "label", "format", "sft", "train", "evaluate", "gate")
 
 
 def _env() -> dict[str, str]:
@@ -51,7 +51,7 @@ def test_dvc_params_writes_every_persona_and_reports_a_bad_one(tmp_path):
     params = yaml.safe_load((tmp_path / "params.yaml").read_text())
     assert sorted(params["personas"]) == sorted(p["id"] for p in raw["personas"] if p["id"] != bad_id)
     first = params["personas"][raw["personas"][0]["id"]]
-    assert set(first) == {"profile", "model", "generation", "labeling", "training", "evaluation", "gate"}
+    assert set(first) == {"profile", "model", "generation", "labeling", "sft", "training", "evaluation", "gate"}
     assert _cli("dvc-params", "--personas-file", "personas.yaml", "--check", cwd=tmp_path, check=False).returncode == 1
 
 

@@ -1,10 +1,14 @@
 """Builds the DAGs: one `dpo_<persona_id>` per persona in personas.yaml, and `dpo_custom`.
 
-    prepare ─► feedback_export ─► generate ─► label ─► format ─┬─► train ─► evaluate_answers ─► evaluate ─► gate ─► publish
-                                                                └─► version_data (DVC) ───────────────────────────────────┘
+    prepare ─► feedback_export ─► generate ─► label ─► format ─┬─► sft ─► train ─► evaluate_answers ─► evaluate ─► gate ─► publish
+                                                                └─► version_data (DVC) ──────────────────────────────────────────┘
+
+`sft` (optional SFT before DPO) is in every persona DAG, since a run's conf may turn it on; with
+`sft.enabled` false it is skipped before anything starts, and train (trigger rule `none_failed`)
+runs from the configured model.
 
 The persona's `runner` (personas.yaml, a deployment setting) decides at parse time where the model
-stages run: `local`, subprocesses of the worker; `kubernetes`, `generate`, `train`,
+stages run: `local`, subprocesses of the worker; `kubernetes`, `generate`, `sft`, `train`,
 `evaluate_answers` and a reward-model `label` are `StagePodOperator`s (GPU pods in the trainer
 image; `format`, which needs the base model's tokenizer, a CPU pod), while API/rule judging (`label`, `evaluate`), gate, publish and DVC stay on the worker,
 which then never imports torch. The task ids are the same either way.
@@ -71,17 +75,18 @@ def _model_stage(stage: str, run: Any, cfg: PipelineConfig, *, timeout: timedelt
     return _stage(stage, tasks.run_stage, stage, run=run, execution_timeout=timeout, **kwargs)
 
 
-def _training_and_after(run: Any, cfg: PipelineConfig, *, after: Any, outlets: list[Any]) -> None:
-    """train ─► evaluate_answers ─► evaluate ─► gate ─► publish, and version_data.
+def _training_and_after(run: Any, cfg: PipelineConfig, *, after: Any, outlets: list[Any], sft: Any = None) -> None:
+    """[sft ─►] train ─► evaluate_answers ─► evaluate ─► gate ─► publish, and version_data.
 
     `publish` emits an asset event for the served model (`outlets`) when it moves LATEST.
     """
-    train = _model_stage("train", run, cfg, timeout=TRAIN_TIMEOUT)
+    # none_failed: train runs after a skipped (disabled) sft, never after a failed one.
+    train = _model_stage("train", run, cfg, timeout=TRAIN_TIMEOUT, **({"trigger_rule": "none_failed"} if sft is not None else {}))
     answers = _model_stage("evaluate_answers", run, cfg, timeout=STAGE_TIMEOUT)
     evaluate = _stage("evaluate", tasks.run_stage, "evaluate", run=run, execution_timeout=STAGE_TIMEOUT)
     gate = _stage("gate", tasks.run_stage, "gate", run=run)
     publish = _stage("publish", tasks.publish_if_promoted, run=run, outlets=outlets)
-    chain(after, train, answers, evaluate, gate, publish)
+    chain(*([after, sft] if sft is not None else [after]), train, answers, evaluate, gate, publish)
     # The datasets are pushed to the DVC remote while training runs; the model card needs their versions.
     version_data = _stage("version_data", tasks.run_stage, "version-data", run=run)
     chain(after, version_data, publish)
@@ -140,8 +145,9 @@ def build_persona_dag(persona: Persona, personas_path: str | None = None) -> DAG
         generate = _model_stage("generate", run, cfg, timeout=STAGE_TIMEOUT)
         label = _model_stage("label", run, cfg, timeout=STAGE_TIMEOUT, pool=POOL_GROQ)
         fmt = _model_stage("format", run, cfg, timeout=STAGE_TIMEOUT)
+        sft = _model_stage("sft", run, cfg, timeout=TRAIN_TIMEOUT)
         chain(feedback, generate, label, fmt)
-        _training_and_after(run, cfg, after=fmt, outlets=[model_asset(persona.id)])
+        _training_and_after(run, cfg, after=fmt, sft=sft, outlets=[model_asset(persona.id)])
     return dag
 
 

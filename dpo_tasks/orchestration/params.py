@@ -27,6 +27,7 @@ PARAM_KEYS: dict[str, str] = {
     "eval_judge": "evaluation.judge",
     "min_win_rate_lower_bound": "gate.min_win_rate_lower_bound",
     "epochs": "training.epochs",
+    "sft": "sft.enabled",
 }
 
 
@@ -71,6 +72,11 @@ def persona_params(cfg: PipelineConfig) -> dict[str, Param]:
         "epochs": Param(
             cfg.training.epochs, type="number", exclusiveMinimum=0, maximum=100,
             title="Training epochs", description="DPO epochs over the labeled pairs.",
+        ),
+        "sft": Param(
+            cfg.sft.enabled, type="boolean", title="SFT before DPO",
+            description="Fine-tune a LoRA adapter on the run's best strong-prompt answers first (TRL SFTTrainer), then "
+            "train DPO from it. Its settings: sft.* in the overrides below (docs/configuration.md).",
         ),
         "dry_run": Param(
             False, type="boolean", title="Dry run",

@@ -256,6 +256,8 @@ class StagePodOperator(BaseOperator):
     def execute(self, context: Any) -> Any:
         from dpo_tasks.orchestration import tasks
 
+        # A disabled optional stage (sft) is skipped here, before any pod is created.
+        tasks.skip_if_disabled(self.stage, self.run)
         if not tasks.runs_on_pod(self.stage, self.run):
             return tasks.run_stage(self.stage, self.run)
         # Deferrable: this raises TaskDeferred while the pod runs, and the work ends in trigger_reentry.

@@ -18,7 +18,7 @@ from typing import Any
 from dpo_tasks.config import DEFAULT_PERSONA, default_personas_path, load_persona
 
 # CLI stage -> the DAG task whose pod it is.
-STAGES = {"generate": "generate", "label": "label", "format": "format", "train": "train", "evaluate": "evaluate_answers"}
+STAGES = {"generate": "generate", "label": "label", "format": "format", "sft": "sft", "train": "train", "evaluate": "evaluate_answers"}
 RUN_ID = "pod-spec"
 
 

@@ -273,8 +273,28 @@ def track(run: dict[str, Any], *, finish: bool = False) -> dict[str, Any] | None
     return None
 
 
+def skip_reason(stage: str, run: dict[str, Any]) -> str | None:
+    """Why this task of this run does nothing (Airflow shows it skipped), or None.
+
+    `sft` is in every persona DAG, since a run's conf may turn it on; off, it is skipped before
+    a subprocess or a pod starts, and train (trigger rule none_failed) starts from the configured model."""
+    if stage == "sft" and not run_persona(run).config.sft.enabled:
+        return "sft.enabled is false: DPO starts from the configured model (turn it on in personas.yaml or the run's overrides)"
+    return None
+
+
+def skip_if_disabled(stage: str, run: dict[str, Any]) -> None:
+    reason = skip_reason(stage, run)
+    if reason is not None:
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        log.info("%s: %s", stage, reason)
+        raise AirflowSkipException(reason)
+
+
 def run_stage(stage: str, run: dict[str, Any]) -> dict[str, Any]:
     """One pipeline stage through its CLI; returns its summary for XCom."""
+    skip_if_disabled(stage, run)
     use_tracking_connection()
     run_cli(stage_argv(stage, run), env=_stage_env(stage))
     track(run)
@@ -336,13 +356,16 @@ POD_STAGES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "label": (("personas.yaml", "variants.jsonl", "feedback_pairs.jsonl"), ("labeled.jsonl", "summaries/label.json")),
     # The base model's tokenizer renders the chat template: transformers, which the worker lacks.
     "format": (("personas.yaml", "labeled.jsonl"), ("dpo.jsonl", "summaries/format.json")),
-    "train": (("personas.yaml", "dpo.jsonl"), ("train", "summaries/train.json")),
+    "sft": (("personas.yaml", "labeled.jsonl"), ("sft", "summaries/sft.json")),
+    # sft/adapter: present when the run's sft stage trained one (train then continues it).
+    "train": (("personas.yaml", "dpo.jsonl", "sft/adapter"), ("train", "summaries/train.json")),
     "evaluate_answers": (("personas.yaml", "train/adapter", "eval/responses.jsonl"),
                          ("eval/responses.jsonl", "summaries/evaluate_answers.json")),
 }
 REQUIRED_POD_INPUTS = {"personas.yaml", "variants.jsonl", "labeled.jsonl", "dpo.jsonl", "train/adapter"}
 # Which `kubernetes.<stage>` pod resources a task's pod uses.
-POD_RESOURCES = {"generate": "generate", "label": "label", "format": "format", "train": "train", "evaluate_answers": "evaluate"}
+# SFT trains like DPO (same model, LoRA, GPU): it runs with the train pod's resources.
+POD_RESOURCES = {"generate": "generate", "label": "label", "format": "format", "sft": "train", "train": "train", "evaluate_answers": "evaluate"}
 # Labeling judges that load a model (the others call an API or apply rules on the worker).
 MODEL_JUDGES = frozenset({"reward"})
 
@@ -350,7 +373,7 @@ MODEL_JUDGES = frozenset({"reward"})
 def runs_on_pod(stage: str, run: dict[str, Any]) -> bool:
     """Whether this task of this run executes in a pod: the model stages with the kubernetes runner;
     `label` only when its judge (which a run may choose) is a model."""
-    if run["runner"] != "kubernetes" or stage not in POD_STAGES:
+    if run["runner"] != "kubernetes" or stage not in POD_STAGES or skip_reason(stage, run) is not None:
         return False
     return stage != "label" or run_persona(run).config.labeling.judge in MODEL_JUDGES
 
@@ -408,6 +431,11 @@ def prepare_custom_run(personas_file: str | None = None) -> dict[str, Any]:
     params = dict(ctx["params"])
     request = check_custom_conf(params)
     community, base_persona, namespace, sets = request.community, request.persona, request.namespace, request.sets
+    # SFT learns from a run's generated strong-prompt answers; a community dataset has none, so a
+    # community run trains DPO alone whatever personas.yaml or the conf say about sft (the last --set wins).
+    if any(item.startswith("sft.enabled=") and item.split("=", 1)[1].strip().lower() in ("true", "1", "yes") for item in sets):
+        log.warning("dpo_custom: sft.enabled ignored: SFT needs the generated answers of a persona run; this run trains DPO alone")
+    sets = [*sets, "sft.enabled=false"]
     # The base persona and the overrides' values too, before the run dir exists.
     _check_overrides(base_persona, Path(personas_file or default_personas_path()), sets)
     rd = RunDir(run_dir_for(namespace, ctx["run_id"])).ensure()

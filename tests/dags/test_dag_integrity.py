@@ -59,7 +59,7 @@ def test_dag_settings(dagbag, dag_id):
 def test_persona_dag_pipeline_and_form(dagbag, persona_id):
     dag = dagbag.dags[f"dpo_{persona_id}"]
     assert persona_id in dag.doc_md
-    chain = ["prepare", "feedback_export", "generate", "label", "format", "train"]
+    chain = ["prepare", "feedback_export", "generate", "label", "format", "sft", "train"]
     for up, down in zip(chain, chain[1:]):
         assert down in dag.get_task(up).downstream_task_ids, (up, down)
     assert dag.get_task("label").pool == POOL_GROQ
@@ -107,7 +107,7 @@ def test_one_bad_persona_is_an_import_error_naming_it_and_the_others_still_load(
 
 
 PRODUCTION = REPO / "deploy" / "personas.production.yaml"
-POD_TASKS = {"generate", "label", "format", "train", "evaluate_answers"}
+POD_TASKS = {"generate", "label", "format", "sft", "train", "evaluate_answers"}
 
 
 def test_production_profile_builds_every_dag_with_the_model_stages_on_pods(monkeypatch):

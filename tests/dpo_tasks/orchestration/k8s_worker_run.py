@@ -19,6 +19,8 @@ import sys
 import tempfile
 from types import SimpleNamespace
 
+from airflow.sdk.exceptions import AirflowSkipException
+
 from dpo_tasks.config import load_persona
 from dpo_tasks.orchestration import factory, tasks
 from dpo_tasks.orchestration.operators import StageOperator
@@ -59,7 +61,7 @@ def main(persona_id: str, personas_file: str, feedback_pairs: str) -> dict:
     ctx = {"params": dict(dag.params.dump()) | {"dry_run": False}, "dag_run": SimpleNamespace(conf={}),
            "run_id": "manual__2026-12-03T07:00:00+00:00", "dag": dag}
     tasks._context = lambda: ctx
-    run, report = None, {"worker": [], "pod": []}
+    run, report = None, {"worker": [], "pod": [], "skipped": []}
     for task in dag.topological_sort():
         if isinstance(task, StagePodOperator) and tasks.runs_on_pod(task.stage, run):
             staging = tasks.stage_pod_inputs(task.stage, run)
@@ -68,7 +70,11 @@ def main(persona_id: str, personas_file: str, feedback_pairs: str) -> dict:
             report["pod"].append(task.task_id)
             continue
         if isinstance(task, StagePodOperator):
-            value = StagePodOperator(task_id=task.task_id, stage=task.stage, run=run).execute({})
+            try:
+                value = StagePodOperator(task_id=task.task_id, stage=task.stage, run=run).execute({})
+            except AirflowSkipException:  # a disabled optional stage (sft): Airflow marks it skipped
+                report["skipped"].append(task.task_id)
+                continue
         else:
             assert isinstance(task, StageOperator), task
             value = StageOperator(task_id=task.task_id, call=task.call, args=task.args,

@@ -47,6 +47,7 @@ def test_every_field_has_a_title_and_description(persona):
         pytest.param("min_win_rate_lower_bound", 1.5, id="bound-above-one"),
         pytest.param("epochs", 0, id="zero-epochs"),
         pytest.param("dry_run", "yes", id="dry-run-not-boolean"),
+        pytest.param("sft", "yes", id="sft-not-boolean"),
     ],
 )
 def test_form_rejects_bad_values(persona, field, value):
@@ -59,15 +60,16 @@ def test_form_rejects_bad_values(persona, field, value):
 def test_form_values_become_set_overrides(persona):
     values = ParamsDict(persona_params(persona.config)).dump()
     values.update(num_prompts=7, judge="groq", eval_judge="gemini",
-                  min_win_rate_lower_bound=0.42, epochs=1, overrides={"training.learning_rate": 1e-4, "generation.seed": 3})
+                  min_win_rate_lower_bound=0.42, epochs=1, sft=True, overrides={"training.learning_rate": 1e-4, "generation.seed": 3})
     sets = overrides_from_params(values)
     assert sets == [
         "generation.num_prompts=7", 'labeling.judge="groq"', 'evaluation.judge="gemini"',
-        "gate.min_win_rate_lower_bound=0.42", "training.epochs=1", "generation.seed=3", "training.learning_rate=0.0001",
+        "gate.min_win_rate_lower_bound=0.42", "training.epochs=1", "sft.enabled=true", "generation.seed=3", "training.learning_rate=0.0001",
     ]
     cfg = with_overrides(persona, parse_overrides(sets)).config
     assert (cfg.generation.num_prompts, cfg.labeling.judge, cfg.evaluation.judge) == (7, "groq", "gemini")
     assert (cfg.gate.min_win_rate_lower_bound, cfg.training.epochs, cfg.training.learning_rate, cfg.generation.seed) == (0.42, 1, 1e-4, 3)
+    assert cfg.sft.enabled
 
 
 @pytest.mark.parametrize(

@@ -95,7 +95,7 @@ def test_pod_request(tmp_path, stage, settings, operator):
     assert mounts[run["run_dir"]].name == "scratch" and mounts["/dev/shm"].name == "dshm"
 
     timeout = op.execution_timeout.total_seconds()
-    assert timeout == {"train": 8 * 3600, "format": 3600}.get(stage, 3 * 3600)
+    assert timeout == {"train": 8 * 3600, "sft": 8 * 3600, "format": 3600}.get(stage, 3 * 3600)  # sft: the train pod's resources
     assert pod.spec.active_deadline_seconds == timeout + DEADLINE_MARGIN_S
     assert op.startup_timeout_seconds >= 600 and op.schedule_timeout_seconds >= 600
     assert op.deferrable is True and op.durable is True

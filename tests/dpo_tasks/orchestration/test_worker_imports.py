@@ -67,6 +67,7 @@ def test_worker_tasks_run_without_the_training_stack(tmp_path, tiny_model_dir, g
     assert proc.returncode == 0, proc.stderr[-6000:]
     report = json.loads(proc.stdout.strip().splitlines()[-1])
     assert report["pod"] == ["generate", "format", "train", "evaluate_answers"]
+    assert report["skipped"] == ["sft"]  # off by default: no pod, no worker subprocess
     assert set(report["worker"]) >= {"prepare", "feedback_export", "label", "evaluate", "gate", "publish", "version_data"}
     assert not set(report["worker"]) & set(report["pod"])
     assert report["heavy"] == []
