@@ -247,3 +247,23 @@ class Progress:
         eta = f"{remaining:.0f}s" if remaining != float("inf") else "?"
         pct = 100.0 * self.done / self.total if self.total else 100.0
         self._log.info("%s: %d/%d %s (%.0f%%) %.2f %s/s, ETA %s", self.label, self.done, self.total, self.unit, pct, rate, self.unit, eta)
+
+
+def trainer_progress_callback(label: str, keys: tuple[str, ...] = ("loss",), logger: logging.Logger = log) -> Any:
+    """A transformers `TrainerCallback` for the SFT and DPO trainers: line-based progress and the
+    per-step metrics named in `keys` in the task log of `logger` (tqdm bars do not render there)."""
+    from transformers import TrainerCallback
+
+    class ProgressCallback(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.progress = Progress(label, state.max_steps, unit="steps", every_s=10.0)
+
+        def on_step_end(self, args, state, control, **kwargs):
+            self.progress.advance()
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if logs and "loss" in logs:
+                shown = " ".join(f"{k}={logs[k]:.4f}" for k in keys if k in logs)
+                logger.info("%s step %d/%d %s", label, state.global_step, state.max_steps, shown)
+
+    return ProgressCallback()

@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from dpo_tasks.config import ConfigError, Persona
-from dpo_tasks.runs import RunDir, read_json, read_jsonl, sha256_file, write_json, write_jsonl
+from dpo_tasks.runs import RunDir, read_json, trainer_progress_callback, read_jsonl, sha256_file, write_json, write_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -121,25 +121,6 @@ def trained_adapter(persona: Persona, rd: RunDir) -> str | None:
     )
 
 
-def _progress_callback(label: str) -> Any:
-    from transformers import TrainerCallback
-
-    from dpo_tasks.runs import Progress
-
-    class ProgressCallback(TrainerCallback):
-        def on_train_begin(self, args, state, control, **kwargs):
-            self.progress = Progress(label, state.max_steps, unit="steps", every_s=10.0)
-
-        def on_step_end(self, args, state, control, **kwargs):
-            self.progress.advance()
-
-        def on_log(self, args, state, control, logs=None, **kwargs):
-            if logs and "loss" in logs:
-                log.info("%s step %d/%d loss=%.4f", label, state.global_step, state.max_steps, logs["loss"])
-
-    return ProgressCallback()
-
-
 def build_trainer(persona: Persona, examples: list[dict[str, Any]], output_dir: str | Path, *, max_steps: int | None = None,
                   device: str | None = None) -> Any:
     """A ready `SFTTrainer` on `examples` ({prompt, completion} already rendered)."""
@@ -194,7 +175,7 @@ def build_trainer(persona: Persona, examples: list[dict[str, Any]], output_dir: 
     rows = [{"prompt": e["prompt"], "completion": e["completion"]} for e in examples]
     return SFTTrainer(
         model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer,
-        peft_config=peft_config, callbacks=[_progress_callback(f"sft {persona.id}")],
+        peft_config=peft_config, callbacks=[trainer_progress_callback(f"sft {persona.id}", logger=log)],
     )
 
 

@@ -52,7 +52,7 @@ from pathlib import Path
 from typing import Any
 
 from dpo_tasks.config import ConfigError, Persona
-from dpo_tasks.runs import Progress, RunDir, sha256_file, write_json
+from dpo_tasks.runs import RunDir, sha256_file, trainer_progress_callback, write_json
 
 log = logging.getLogger(__name__)
 
@@ -140,26 +140,6 @@ def load_dataset_rows(path: str | Path, tokenizer: Any, persona: Persona) -> tup
     return rows, skipped
 
 
-def _progress_callback(label: str) -> Any:
-    from transformers import TrainerCallback
-
-    class ProgressCallback(TrainerCallback):
-        """Line-based progress and per-step metrics in the task log (tqdm bars do not render there)."""
-
-        def on_train_begin(self, args, state, control, **kwargs):
-            self.progress = Progress(label, state.max_steps, unit="steps", every_s=10.0)
-
-        def on_step_end(self, args, state, control, **kwargs):
-            self.progress.advance()
-
-        def on_log(self, args, state, control, logs=None, **kwargs):
-            if logs and "loss" in logs:
-                shown = " ".join(f"{k}={logs[k]:.4f}" for k in _STEP_KEYS if k in logs)
-                log.info("%s step %d/%d %s", label, state.global_step, state.max_steps, shown)
-
-    return ProgressCallback()
-
-
 def build_trainer(
     persona: Persona, rows: list[dict[str, str]], output_dir: str | Path, *, max_steps: int | None = None,
     device: str | None = None, eval_rows: list[dict[str, str]] | None = None,
@@ -241,7 +221,7 @@ def build_trainer(
             eval_dataset=Dataset.from_list(eval_rows) if eval_rows else None,
             processing_class=tokenizer,
             peft_config=peft_config,
-            callbacks=[_progress_callback(f"train {persona.id}")],
+            callbacks=[trainer_progress_callback(f"train {persona.id}", _STEP_KEYS, logger=log)],
         )
     finally:
         if sft_config is not None:
