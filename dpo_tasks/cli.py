@@ -53,6 +53,18 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"--max-steps must be at least 1, got {text!r}")
+    return value
+
+
+def add_max_steps_arg(parser: argparse.ArgumentParser, help: str) -> None:
+    """`--max-steps N` (N >= 1) of the training stages (sft, train)."""
+    parser.add_argument("--max-steps", type=_positive_int, default=None, help=help)
+
+
 def add_persona_args(parser: argparse.ArgumentParser, *, run_dir: bool = True) -> None:
     """Arguments most stages share."""
     parser.add_argument("--persona", default=DEFAULT_PERSONA, help="persona id from personas.yaml (default: %(default)s)")

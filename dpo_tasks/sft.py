@@ -265,19 +265,12 @@ def is_done(rd: RunDir) -> bool:
     return bool(read_json(path).get("skipped")) or (rd.sft_adapter / "adapter_config.json").is_file()
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"--max-steps must be at least 1, got {text!r}")
-    return value
-
-
 def make_parser(command: str = "sft") -> argparse.ArgumentParser:
-    from dpo_tasks.cli import add_persona_args
+    from dpo_tasks.cli import add_max_steps_arg, add_persona_args
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     add_persona_args(parser)
-    parser.add_argument("--max-steps", type=_positive_int, default=None, help="stop after this many optimizer steps (tests)")
+    add_max_steps_arg(parser, "stop after this many optimizer steps (tests)")
     return parser
 
 

@@ -368,20 +368,13 @@ def _versions() -> dict[str, str]:
     return {pkg: version(pkg) for pkg in ("torch", "transformers", "peft", "trl")}
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"--max-steps must be at least 1, got {text!r}")
-    return value
-
-
 def make_parser(command: str = "train") -> argparse.ArgumentParser:
-    from dpo_tasks.cli import add_persona_args
+    from dpo_tasks.cli import add_max_steps_arg, add_persona_args
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     add_persona_args(parser)
     parser.add_argument("--data", default=None, help="DPO dataset (JSONL or JSON list) instead of <run-dir>/dpo.jsonl")
-    parser.add_argument("--max-steps", type=_positive_int, default=None, help="stop after this many optimizer steps (tests, benchmarks)")
+    add_max_steps_arg(parser, "stop after this many optimizer steps (tests, benchmarks)")
     return parser
 
 
