@@ -94,6 +94,9 @@ def row_for(persona: str, run_dir: Path, seconds: float | None = None) -> dict[s
         "eval_judge": ev.get("eval_judge") or ev.get("judge"),
         "label_judge": ev.get("label_judge") or label.get("judge"),
         "n": ev.get("n"),
+        "samples_per_case": ev.get("samples_per_case", 1),
+        "cases_judged": ev.get("cases_judged"),
+        "effective_n": ev.get("effective_n"),
         "failed": ev.get("failed"),
         "pairs_kept": label.get("kept"),
         "pairs_input": label.get("input_pairs"),
@@ -124,7 +127,11 @@ def table(rows: list[dict[str, Any]]) -> str:
             f"{win:>22} {_f(r['rules_win_rate']):>5} {_f(r['agreement']):>5}  {r['eval_judge']} / {r['label_judge']}"
         )
     above = sum(1 for r in rows if r["ci_low"] is not None and r["ci_low"] > 0.5)
-    lines.append(f"lower bound above 0.5 for {above} of {len(rows)} personas (evaluation judge; n={rows[0]['n'] if rows else 0} cases each)")
+    samples = rows[0].get("samples_per_case") or 1 if rows else 1
+    each = (f"n={rows[0]['n'] if rows else 0} cases each" if samples == 1 else
+            f"{samples} samples per case, n={rows[0]['n']} pairs from {rows[0].get('cases_judged')} cases, "
+            f"effective n {rows[0].get('effective_n')} for the first")
+    lines.append(f"lower bound above 0.5 for {above} of {len(rows)} personas (evaluation judge; {each})")
     return "\n".join(lines)
 
 

@@ -415,7 +415,20 @@ class EvaluationConfig(_Model):
     max_new_tokens: int = Field(192, ge=8, le=4096)
     temperature: float = Field(0.7, ge=0, le=2)
     seed: int = 1234
+    # k answers per model and case, each with its own seed: more judged pairs from the same cases.
+    # The k outcomes of a case are correlated, so the interval uses the case as the cluster
+    # (dpo_tasks.stats.clustered_win_rate); k multiplies generation time and API-judge calls.
+    samples_per_case: int = Field(1, ge=1, le=8)
     gemini: GeminiConfig = GeminiConfig()
+
+    @model_validator(mode="after")
+    def _samples_need_sampling(self) -> "EvaluationConfig":
+        if self.samples_per_case > 1 and self.temperature == 0:
+            raise ValueError(
+                f"evaluation.samples_per_case = {self.samples_per_case} needs evaluation.temperature > 0: "
+                "at temperature 0 (greedy) every sample of a case is the same answer"
+            )
+        return self
 
 
 class GateConfig(_Model):
@@ -769,6 +782,7 @@ RUN_SETTABLE: frozenset[str] = frozenset({
     "evaluation.max_new_tokens",
     "evaluation.temperature",
     "evaluation.seed",
+    "evaluation.samples_per_case",
     "evaluation.gemini.max_output_tokens",
     "gate.min_win_rate_lower_bound",
     "gate.min_judged_fraction",

@@ -12,7 +12,8 @@ new models, so it is not offered.
 
 The overall win rate pools the personas' judged cases (ties count half), so a
 persona with more cases weighs more; its interval treats the cases as
-independent. When the personas were judged by different evaluation judges the
+independent. A run with several samples per case (`evaluation.samples_per_case`)
+counts at its effective sample size, as its own interval does. When the personas were judged by different evaluation judges the
 report says so: a pooled number then mixes yardsticks.
 
 Usage:
@@ -70,11 +71,19 @@ def find_evaluations(runs: Path) -> dict[str, dict[str, Any]]:
     return {p: {k: v for k, v in e.items() if k != "_key"} for p, e in sorted(latest.items())}
 
 
-def _rate(wins: int, ties: int, losses: int) -> dict[str, Any]:
+def _effective_n(counts: dict[str, Any]) -> float:
+    """What a summary's judged pairs are worth as independent cases (its n unless samples were clustered)."""
+    n = sum(int(counts.get(k, 0)) for k in ("wins", "ties", "losses"))
+    eff = counts.get("effective_n")
+    return float(eff) if isinstance(eff, (int, float)) and not isinstance(eff, bool) and 0 < eff <= n else float(n)
+
+
+def _rate(wins: int, ties: int, losses: int, effective_n: float | None = None) -> dict[str, Any]:
     n = wins + ties + losses
     score = wins + 0.5 * ties
-    low, high = wilson_interval(score, n)
-    return {"n": n, "wins": wins, "ties": ties, "losses": losses,
+    eff = n if effective_n is None else effective_n
+    low, high = wilson_interval(score * eff / n if n else 0.0, eff)
+    return {"n": n, "wins": wins, "ties": ties, "losses": losses, "effective_n": round(eff, 4),
             "win_rate": round(score / n, 4) if n else None, "ci_low": round(low, 4), "ci_high": round(high, 4)}
 
 
@@ -82,7 +91,7 @@ def build(evaluations: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """The report's data: per persona, overall, per category, best and weakest, judges."""
     personas = []
     for pid, s in evaluations.items():
-        row = _rate(s["wins"], s["ties"], s["losses"])
+        row = _rate(s["wins"], s["ties"], s["losses"], _effective_n(s))
         personas.append({
             "persona": pid, **row, "failed": s.get("failed", 0),
             "eval_judge": s.get("eval_judge") or s.get("judge"), "label_judge": s.get("label_judge"),
@@ -91,13 +100,14 @@ def build(evaluations: dict[str, dict[str, Any]]) -> dict[str, Any]:
             "agreement": (s.get("second_opinion") or {}).get("agreement"), "gate": s.get("gate"),
             "created": s.get("created"), "run_dir": s["run_dir"],
         })
-    totals = {k: sum(p[k] for p in personas) for k in ("wins", "ties", "losses")}
-    categories: dict[str, dict[str, int]] = {}
+    totals = {k: sum(p[k] for p in personas) for k in ("wins", "ties", "losses", "effective_n")}
+    categories: dict[str, dict[str, Any]] = {}
     for s in evaluations.values():
         for cat, c in (s.get("per_category") or {}).items():
-            acc = categories.setdefault(cat, {"wins": 0, "ties": 0, "losses": 0})
-            for k in acc:
+            acc = categories.setdefault(cat, {"wins": 0, "ties": 0, "losses": 0, "effective_n": 0.0})
+            for k in ("wins", "ties", "losses"):
                 acc[k] += int(c.get(k, 0))
+            acc["effective_n"] += _effective_n(c)
     ranked = sorted((p for p in personas if p["n"]), key=lambda p: (p["win_rate"], p["ci_low"]))
     judges = sorted({str(p["eval_judge"]) for p in personas})
     return {

@@ -2,7 +2,9 @@
 
 Both models answer every evaluation case (`dpo_tasks/data/eval/<persona>.jsonl`)
 with the serving system prompt, sampled at `evaluation.temperature` with the
-same seeds. The judge (`evaluation.judge`: checklist, rules or gemini) sees each
+same seeds (`evaluation.samples_per_case` k > 1: k answers per model and case, each
+sample with its own seed, judged as k pairs; the interval then treats the case as
+a cluster, `dpo_tasks.stats.clustered_win_rate`). The judge (`evaluation.judge`: checklist, rules or gemini) sees each
 pair in both orders; a win counts only when both orders agree, anything else is a
 tie. Win rate counts ties as half, with a Wilson 95% interval (`dpo_tasks.stats`).
 
@@ -54,10 +56,25 @@ from typing import Any
 from dpo_tasks.config import ConfigError, Persona
 from dpo_tasks.judges.base import CRITERIA, Judge, PairItem
 from dpo_tasks.runs import JsonlAppender, Progress, RunDir, read_json, read_jsonl, sha256_file, write_json
+from dpo_tasks.stats import describe_judged
 
 log = logging.getLogger(__name__)
 
 STATUS_OUTCOME = {"a": "win", "b": "loss", "tie": "tie"}
+
+# Seed offset between the samples of a case: far above any batch offset (the case count), so no two
+# (batch, sample) pairs share a seed; sample 1 uses the seeds of samples_per_case=1 (its answers are reused).
+SAMPLE_SEED_STRIDE = 100_003
+
+
+def unit_id(case_id: str, sample: int, samples_per_case: int) -> str:
+    """Id of one judged pair: the case id with one sample per case, else '<case id>#<sample from 1>'."""
+    return case_id if samples_per_case == 1 else f"{case_id}#{sample + 1}"
+
+
+def sample_units(cases: list[dict[str, Any]], samples_per_case: int) -> list[tuple[str, dict[str, Any], int]]:
+    """(unit id, case, sample index) for every sample of every case, case by case."""
+    return [(unit_id(c["id"], j, samples_per_case), c, j) for c in cases for j in range(samples_per_case)]
 
 
 def _adapter_fingerprint(adapter: Path | None) -> str | None:
@@ -121,9 +138,9 @@ def generate_answers(
     persona: Persona, cases: list[dict[str, Any]], *, role: str, base: str, adapter: str | None, out: Path,
     may_generate: bool = True,
 ) -> tuple[dict[str, str], dict[str, bool | None]]:
-    """Answers of one model for every case, reusing `out` (responses.jsonl) and appending new batches.
+    """Answers of one model for every sample of every case, reusing `out` (responses.jsonl) and appending new batches.
 
-    Returns (answers, cut_off) by case id; cut_off is None for answers cached before it was recorded.
+    Returns (answers, cut_off) by unit id (`unit_id`); cut_off is None for answers cached before it was recorded.
     With `may_generate=False` every answer must already be in `out` (no model is loaded).
     """
     cfg = persona.config
@@ -132,25 +149,32 @@ def generate_answers(
     if revision:
         model_id["revision"] = revision
     batch = cfg.generation.batch_size
+    k = cfg.evaluation.samples_per_case
     plan = []
-    for start in range(0, len(cases), batch):
-        chunk = cases[start:start + batch]
-        # Per-batch seed from its position: a resumed run samples exactly what the first would have.
-        sampling = {"temperature": cfg.evaluation.temperature, "top_p": cfg.generation.top_p,
-                    "max_new_tokens": cfg.evaluation.max_new_tokens, "seed": cfg.evaluation.seed + start}
-        convs = [_conversation(persona, c["prompt"]) for c in chunk]
-        plan.append((chunk, convs, sampling, [_answer_key(model_id, conv, sampling) for conv in convs]))
+    for sample in range(k):
+        for start in range(0, len(cases), batch):
+            chunk = cases[start:start + batch]
+            # Per-batch seed from its position: a resumed run samples exactly what the first would have.
+            sampling = {"temperature": cfg.evaluation.temperature, "top_p": cfg.generation.top_p,
+                        "max_new_tokens": cfg.evaluation.max_new_tokens,
+                        "seed": cfg.evaluation.seed + start + sample * SAMPLE_SEED_STRIDE}
+            if sample:
+                sampling["sample"] = sample
+            convs = [_conversation(persona, c["prompt"]) for c in chunk]
+            ids = [unit_id(c["id"], sample, k) for c in chunk]
+            plan.append((ids, convs, sampling, [_answer_key(model_id, conv, sampling) for conv in convs]))
+    total = len(cases) * k
     records = {r["key"]: r for r in read_jsonl(out, tolerate_torn_tail=True) if r.get("role") == role}
-    cached = {k: r["response"] for k, r in records.items()}
-    answers = {c["id"]: cached[k] for chunk, _, _, keys in plan for c, k in zip(chunk, keys) if k in cached}
-    cut_off = {c["id"]: records[k].get("cut_off") for chunk, _, _, keys in plan for c, k in zip(chunk, keys) if k in cached}
-    todo = [p for p in plan if not all(k in cached for k in p[3])]
+    cached = {key: r["response"] for key, r in records.items()}
+    answers = {u: cached[key] for ids, _, _, keys in plan for u, key in zip(ids, keys) if key in cached}
+    cut_off = {u: records[key].get("cut_off") for ids, _, _, keys in plan for u, key in zip(ids, keys) if key in cached}
+    todo = [p for p in plan if not all(key in cached for key in p[3])]
     if not todo:
-        log.info("evaluate: %s answers for %d cases reused from %s", role, len(cases), out)
+        log.info("evaluate: %s answers for %d cases (%d per case) reused from %s", role, len(cases), k, out)
         return answers, cut_off
     if not may_generate:
         raise ConfigError(
-            f"evaluate --part judge: {sum(len(p[0]) for p in todo)} of {len(cases)} {role} answers are not in "
+            f"evaluate --part judge: {sum(len(p[0]) for p in todo)} of {total} {role} answers are not in "
             f"{str(out)!r} (for these weights and sampling settings); run evaluate --part answers first"
         )
     from dpo_tasks.generate import generate
@@ -160,15 +184,15 @@ def generate_answers(
     progress = Progress(f"evaluate: {role} answers", sum(len(p[0]) for p in todo), unit="answers")
     try:
         with JsonlAppender(out) as sink:
-            for chunk, convs, sampling, keys in todo:
+            for ids, convs, sampling, keys in todo:
                 outs = generate(model, tokenizer, convs, temperature=sampling["temperature"], top_p=sampling["top_p"],
                                 max_new_tokens=sampling["max_new_tokens"], batch_size=batch, seed=sampling["seed"],
                                 label=f"evaluate:{role}")
-                for case, key, g in zip(chunk, keys, outs):
-                    sink.write({"key": key, "role": role, "id": case["id"], "response": g.text, "cut_off": g.cut_off})
-                    answers[case["id"]] = g.text
-                    cut_off[case["id"]] = g.cut_off
-                progress.advance(len(chunk))
+                for u, key, g in zip(ids, keys, outs):
+                    sink.write({"key": key, "role": role, "id": u, "response": g.text, "cut_off": g.cut_off})
+                    answers[u] = g.text
+                    cut_off[u] = g.cut_off
+                progress.advance(len(ids))
     finally:
         del model
     return answers, cut_off
@@ -212,10 +236,19 @@ def _truncation_rate(flags: dict[str, bool | None]) -> float | None:
     return round(sum(known) / len(known), 4) if known else None
 
 
-def _second_opinion(persona: Persona, items: list[PairItem], outcomes: dict[str, str]) -> dict[str, Any] | None:
+def _by_case(outcomes: dict[str, str], case_of: dict[str, str], keep: Any = None) -> dict[str, list[str]]:
+    """Judged outcomes grouped by case (the cluster), optionally only the units in `keep`."""
+    grouped: dict[str, list[str]] = {}
+    for u, o in outcomes.items():
+        if o != "failed" and (keep is None or u in keep):
+            grouped.setdefault(case_of.get(u, u), []).append(o)
+    return grouped
+
+
+def _second_opinion(persona: Persona, items: list[PairItem], outcomes: dict[str, str], case_of: dict[str, str]) -> dict[str, Any] | None:
     """The rule judge on the same pairs, and how often it agrees with the evaluation judge."""
     from dpo_tasks.judges.rules import RuleJudge
-    from dpo_tasks.stats import win_rate
+    from dpo_tasks.stats import clustered_win_rate
 
     rules = {j.id: (STATUS_OUTCOME[j.winner] if j.winner is not None else "failed")
              for j in RuleJudge().judge_pairs(persona, items, both_orders=True)}
@@ -223,7 +256,7 @@ def _second_opinion(persona: Persona, items: list[PairItem], outcomes: dict[str,
     agree = sum(outcomes[i] == rules[i] for i in both)
     return {
         "judge": "rules",
-        **win_rate(rules[i] for i in rules if rules[i] != "failed").as_dict(),
+        **clustered_win_rate(_by_case(rules, case_of)).as_dict(),
         "agreement": round(agree / len(both), 4) if both else None,
         "agreement_n": len(both),
         "outcomes": rules,
@@ -235,13 +268,17 @@ def _mean(values: list[float]) -> float | None:
 
 
 def summarise(persona: Persona, details: list[dict[str, Any]], *, judge: str) -> dict[str, Any]:
-    from dpo_tasks.stats import win_rate
+    """Win rate over the judged pairs, clustered by case (`case_id`; a detail without one is its own case)."""
+    from dpo_tasks.stats import clustered_win_rate
 
     judged = [d for d in details if d["outcome"] in ("win", "loss", "tie")]
-    overall = win_rate(d["outcome"] for d in judged)
+    outcomes = {d["id"]: d["outcome"] for d in judged}
+    case_of = {d["id"]: d.get("case_id", d["id"]) for d in details}
+    overall = clustered_win_rate(_by_case(outcomes, case_of))
     per_category: dict[str, dict[str, Any]] = {}
     for cat in dict.fromkeys(d["category"] for d in details):
-        per_category[cat] = win_rate(d["outcome"] for d in judged if d["category"] == cat).as_dict()
+        in_cat = {d["id"] for d in judged if d["category"] == cat}
+        per_category[cat] = clustered_win_rate(_by_case(outcomes, case_of, in_cat)).as_dict()
     criteria_means = {
         model: {c: _mean([d[f"scores_{model}"][c] for d in judged if d.get(f"scores_{model}")]) for c in CRITERIA}
         for model in ("candidate", "baseline")
@@ -253,6 +290,8 @@ def summarise(persona: Persona, details: list[dict[str, Any]], *, judge: str) ->
         "failed": len(details) - len(judged),
         "failed_cases": [d["id"] for d in details if d["outcome"] not in ("win", "loss", "tie")],
         "judged_fraction": round(len(judged) / len(details), 4) if details else 0.0,
+        # Distinct cases with at least one judged pair: what the gate's minimum counts.
+        "cases_judged": overall.clusters,
         "disagreements": sum(1 for d in details if d["status"] == "disagree"),
         "per_category": per_category,
         "criteria_means": criteria_means,
@@ -300,7 +339,10 @@ def run(
 
     owns_judge = judge is None
     judge = judge or make_eval_judge(persona, rd, cases, cut_off=cut_texts)
-    items = [PairItem(id=c["id"], prompt=c["prompt"], response_a=cand[c["id"]], response_b=base_answers[c["id"]]) for c in cases]
+    samples = cfg.evaluation.samples_per_case
+    units = sample_units(cases, samples)
+    case_of = {u: c["id"] for u, c, _ in units}
+    items = [PairItem(id=u, prompt=c["prompt"], response_a=cand[u], response_b=base_answers[u]) for u, c, _ in units]
     progress = Progress("evaluate: judging", len(items), unit="pairs")
     try:
         judgements = {j.id: j for j in judge.judge_pairs(persona, items, both_orders=True, progress=progress)}
@@ -310,22 +352,23 @@ def run(
             judge.close()
 
     checker = _checklist_view(judge, persona, cases, cut_texts)
-    checked = {c["id"]: {role: checker.check(persona, c["prompt"], answers[c["id"]]).as_dict()
-                         for role, answers in (("candidate", cand), ("baseline", base_answers))} for c in cases}
-    outcomes = {c["id"]: STATUS_OUTCOME[judgements[c["id"]].winner] if judgements[c["id"]].winner is not None else "failed"
-                for c in cases}
-    second = _second_opinion(persona, items, outcomes) if judge.name != "rules" else None
+    checked = {u: {role: checker.check(persona, c["prompt"], answers[u]).as_dict()
+                   for role, answers in (("candidate", cand), ("baseline", base_answers))} for u, c, _ in units}
+    outcomes = {u: STATUS_OUTCOME[judgements[u].winner] if judgements[u].winner is not None else "failed" for u, _, _ in units}
+    second = _second_opinion(persona, items, outcomes, case_of) if judge.name != "rules" else None
 
     details = []
-    for c in cases:
-        j = judgements[c["id"]]
+    for u, c, sample in units:
+        j = judgements[u]
         details.append({
-            "id": c["id"],
+            "id": u,
+            "case_id": c["id"],
+            "sample": sample + 1,
             "category": c.get("category", "uncategorised"),
             "prompt": c["prompt"],
-            "candidate_response": cand[c["id"]],
-            "baseline_response": base_answers[c["id"]],
-            "outcome": outcomes[c["id"]],
+            "candidate_response": cand[u],
+            "baseline_response": base_answers[u],
+            "outcome": outcomes[u],
             "status": j.status,
             "scores_candidate": j.scores_a.as_dict() if j.scores_a else None,
             "scores_baseline": j.scores_b.as_dict() if j.scores_b else None,
@@ -334,11 +377,11 @@ def run(
             "reason": j.reason,
             "source": j.source,
             "verdicts": j.verdicts,
-            "cut_off_candidate": cand_cut.get(c["id"]),
-            "cut_off_baseline": base_cut.get(c["id"]),
-            "checks_candidate": checked[c["id"]]["candidate"],
-            "checks_baseline": checked[c["id"]]["baseline"],
-            **({"second_opinion_outcome": second["outcomes"][c["id"]]} if second else {}),
+            "cut_off_candidate": cand_cut.get(u),
+            "cut_off_baseline": base_cut.get(u),
+            "checks_candidate": checked[u]["candidate"],
+            "checks_baseline": checked[u]["baseline"],
+            **({"second_opinion_outcome": second["outcomes"][u]} if second else {}),
         })
     summary = summarise(persona, details, judge=judge.name)
     label_judge = labeling_judge(persona, rd)
@@ -347,15 +390,17 @@ def run(
         "label_judge": label_judge,
         "same_judge": judge.name == label_judge,
         "cases": len(cases),
+        "samples_per_case": samples,
         "checklists_written": sum("checklist" in c for c in cases),
-        "usable_rate": {role: round(sum(checked[c["id"]][role]["usable"] for c in cases) / len(cases), 4)
+        "usable_rate": {role: round(sum(checked[u][role]["usable"] for u, _, _ in units) / len(units), 4)
                         for role in ("candidate", "baseline")},
         "second_opinion": {k: v for k, v in second.items() if k != "outcomes"} if second else None,
         # Share of answers that ran into evaluation.max_new_tokens (None: answers cached before it was recorded).
         "truncation_rate": {role: _truncation_rate(flags) for role, flags in cut.items()},
         "baseline": base_info,
         "candidate": {"kind": "candidate", "label": "DPO adapter", "base": cfg.model.base, "adapter": str(candidate_adapter)},
-        "sampling": {"temperature": cfg.evaluation.temperature, "max_new_tokens": cfg.evaluation.max_new_tokens, "seed": cfg.evaluation.seed},
+        "sampling": {"temperature": cfg.evaluation.temperature, "max_new_tokens": cfg.evaluation.max_new_tokens, "seed": cfg.evaluation.seed,
+                     "samples_per_case": samples},
         "judge_accounting": accounting,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "report": str(rd.eval / "evaluation_report.html"),
@@ -365,10 +410,10 @@ def run(
     (rd.eval / "evaluation_report.html").write_text(render_report(summary, details), encoding="utf-8")
     write_json(rd.stage_summary("evaluate"), summary)
     log.info(
-        "evaluate %s vs %s: win rate %.3f (95%% CI %.3f-%.3f) over %d cases by the %s judge (labels by %s): "
+        "evaluate %s vs %s: win rate %.3f (95%% CI %.3f-%.3f) over %s by the %s judge (labels by %s): "
         "%d wins, %d ties, %d losses, %d not judged; usable answers %.0f%% candidate, %.0f%% baseline",
         persona.id, base_info["label"], summary["win_rate"], summary["ci_low"], summary["ci_high"],
-        summary["n"], summary["eval_judge"], summary["label_judge"], summary["wins"], summary["ties"], summary["losses"],
+        describe_judged(summary), summary["eval_judge"], summary["label_judge"], summary["wins"], summary["ties"], summary["losses"],
         summary["failed"], 100 * summary["usable_rate"]["candidate"], 100 * summary["usable_rate"]["baseline"],
     )
     return summary
@@ -398,7 +443,7 @@ def main(args: argparse.Namespace) -> int:
         return 0
     print(
         f"evaluate: win rate {s['win_rate']:.3f} (95% CI {s['ci_low']:.3f}-{s['ci_high']:.3f}) vs {s['baseline']['label']} "
-        f"over {s['n']} cases ({s['wins']} wins, {s['ties']} ties, {s['losses']} losses) by the {s['eval_judge']} judge "
+        f"over {describe_judged(s)} ({s['wins']} wins, {s['ties']} ties, {s['losses']} losses) by the {s['eval_judge']} judge "
         f"(labels by {s['label_judge']}); usable answers {s['usable_rate']['candidate']:.0%} candidate, "
         f"{s['usable_rate']['baseline']:.0%} baseline; report: {s['report']}"
     )

@@ -7,8 +7,10 @@ it refuses
 - when the evaluation judge is the judge that labeled the training pairs (the win
   rate would measure agreement with the labeler), unless `gate.allow_same_judge`;
 - when fewer than `gate.min_judged_fraction` (0.9) of the cases were judged, or
-  fewer than `gate.min_judged` (20): failed judgements shrink n, and 4 wins out of
-  4 judged cases must not promote.
+  fewer than `gate.min_judged` (15) distinct cases: failed judgements shrink n, and
+  4 wins out of 4 judged cases must not promote. With several samples per case
+  (`evaluation.samples_per_case`) the fraction counts judged pairs and the minimum
+  counts cases: 5 cases answered 4 times are still 5 cases.
 
 Reads `eval/summary_stats.json`, writes `gate.json`:
 
@@ -57,7 +59,7 @@ def decide(stats: dict[str, Any], gate: GateConfig, *, label_judge: str | None =
             raise ConfigError(f"evaluation summary field {key!r} = {brief(value)} is not a finite number")
         if key != "n" and not 0 <= value <= 1:
             raise ConfigError(f"evaluation summary field {key!r} = {brief(value)} is outside [0, 1]")
-    for key in ("n", "failed"):
+    for key in ("n", "failed", "cases_judged"):
         value = stats.get(key) or 0
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 or value != int(value):
             raise ConfigError(f"evaluation summary field {key!r} = {brief(value)} is not a count")
@@ -65,11 +67,15 @@ def decide(stats: dict[str, Any], gate: GateConfig, *, label_judge: str | None =
     n, ci_low = int(stats["n"]), float(stats["ci_low"])
     failed = int(stats.get("failed") or 0)
     cases = n + failed
+    samples = int(stats.get("samples_per_case") or 1)
+    # Distinct cases judged (summaries from before samples_per_case: one pair per case).
+    cases_judged = int(stats["cases_judged"]) if stats.get("cases_judged") is not None else n
     eval_judge = stats.get("eval_judge") or stats.get("judge")
     label_judge = stats.get("label_judge") or label_judge
     same_judge = bool(eval_judge and label_judge and eval_judge == label_judge)
     judged_fraction = n / cases if cases else 0.0
-    counts = f"(win rate {stats['win_rate']:.3f} over {n} judged of {cases} cases)"
+    what = "cases" if samples == 1 else f"answer pairs ({samples} per case)"
+    counts = f"(win rate {stats['win_rate']:.3f} over {n} judged of {cases} {what})"
     if same_judge and not gate.allow_same_judge:
         decision = "reject"
         reason = (f"the evaluation judge {eval_judge!r} also labeled the training pairs, so the win rate measures agreement "
@@ -78,11 +84,12 @@ def decide(stats: dict[str, Any], gate: GateConfig, *, label_judge: str | None =
         decision, reason = "reject", f"no evaluation case was judged (n=0 of {cases}); nothing shows the candidate is better"
     elif judged_fraction + _EPS < gate.min_judged_fraction:
         decision = "reject"
-        reason = (f"only {n} of {cases} cases were judged ({judged_fraction:.0%} < gate.min_judged_fraction "
+        reason = (f"only {n} of {cases} {what} were judged ({judged_fraction:.0%} < gate.min_judged_fraction "
                   f"{gate.min_judged_fraction:.0%}); {failed} failed judgements are not evidence either way")
-    elif n < gate.min_judged:
+    elif cases_judged < gate.min_judged:
         decision = "reject"
-        reason = f"only {n} cases were judged (< gate.min_judged {gate.min_judged}); too few to trust the interval"
+        reason = (f"only {cases_judged} cases were judged (< gate.min_judged {gate.min_judged}); too few to trust the interval"
+                  + (f" (samples of one case are not independent cases)" if samples > 1 else ""))
     elif ci_low + _EPS >= threshold:
         decision = "promote"
         reason = f"win-rate lower bound {ci_low:.3f} >= threshold {threshold:.3f} {counts}"
@@ -97,6 +104,9 @@ def decide(stats: dict[str, Any], gate: GateConfig, *, label_judge: str | None =
         "ci_high": stats["ci_high"],
         "threshold": threshold,
         "n": n,
+        "cases_judged": cases_judged,
+        "samples_per_case": samples,
+        "effective_n": stats.get("effective_n"),
         "wins": stats.get("wins"),
         "losses": stats.get("losses"),
         "ties": stats.get("ties"),

@@ -38,6 +38,7 @@ from typing import Any, Callable
 
 from dpo_tasks.config import ConfigError, Persona
 from dpo_tasks.runs import RunDir, read_json, write_json
+from dpo_tasks.stats import describe_judged
 
 log = logging.getLogger(__name__)
 
@@ -228,7 +229,7 @@ def format_summary(summary: dict[str, Any]) -> str:
         f"held out ({train.get('eval_pairs', 0)} pairs): loss {_fmt(train.get('eval_loss'))}, "
         f"reward accuracy {_fmt(train.get('eval_reward_accuracy'), '.2f')}",
         f"  evaluate  {t('evaluate')}  win rate {_fmt(ev.get('win_rate'))} vs {(ev.get('baseline') or {}).get('label')} "
-        f"(95% CI {_fmt(ev.get('ci_low'))}-{_fmt(ev.get('ci_high'))}) over {ev.get('n')} cases: "
+        f"(95% CI {_fmt(ev.get('ci_low'))}-{_fmt(ev.get('ci_high'))}) over {describe_judged(ev) if ev else 'n/a'}: "
         f"{ev.get('wins')} wins, {ev.get('ties')} ties, {ev.get('losses')} losses ({ev.get('judge')} judge, labels by "
         f"{ev.get('label_judge')}{': THE SAME JUDGE' if ev.get('same_judge') else ''})",
         f"  {'':>21}usable answers {_fmt((ev.get('usable_rate') or {}).get('candidate'), '.0%')} DPO vs "

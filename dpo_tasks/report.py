@@ -246,9 +246,19 @@ def _judge_notes(summary: dict[str, Any]) -> list[str]:
             "the gate refuses it unless gate.allow_same_judge is set.</p>"
         )
     failed = summary.get("failed_cases") or []
+    samples = summary.get("samples_per_case") or 1
     if failed:
-        notes.append(f'<p class="warn">{len(failed)} of {_e(summary.get("cases", len(failed) + (summary.get("n") or 0)))} cases '
+        total = len(failed) + (summary.get("n") or 0)
+        what = "cases" if samples == 1 else "answer pairs"
+        notes.append(f'<p class="warn">{len(failed)} of {_e(total)} {what} '
                      f"were not judged and count for nobody: {_e(', '.join(failed))}</p>")
+    if samples > 1:
+        notes.append(
+            f'<p class="meta">{_e(samples)} answers per model and case: {_e(summary.get("n"))} judged pairs from '
+            f'{_e(summary.get("cases_judged"))} cases. The samples of one case are not independent, so the interval is '
+            f'taken at the effective sample size <b>{_e(summary.get("effective_n"))}</b> (design effect '
+            f'{_e(summary.get("design_effect"))}, the case as the cluster)</p>'
+        )
     usable = summary.get("usable_rate")
     if usable:
         notes.append(
@@ -282,7 +292,7 @@ def render_report(summary: dict[str, Any], details: Sequence[dict[str, Any]]) ->
     sections = [
         f"<h1>{_e(title)}</h1>",
         f'<p class="meta">evaluation judge <b>{_e(summary.get("eval_judge") or summary.get("judge"))}</b> · labeling judge '
-        f'<b>{_e(summary.get("label_judge") or "unknown")}</b> · {_e(summary.get("n"))} cases, each judged in both orders '
+        f'<b>{_e(summary.get("label_judge") or "unknown")}</b> · {_e(summary.get("n"))} {"cases" if (summary.get("samples_per_case") or 1) == 1 else "answer pairs"}, each judged in both orders '
         f"(a win counts only when both orders agree, otherwise a tie) · created {_e(summary.get('created', ''))}</p>",
         *_judge_notes(summary),
         f'<p class="meta">candidate: {_e(_describe_model(summary.get("candidate")))}<br>baseline: {_e(_describe_model(summary.get("baseline")))}</p>',

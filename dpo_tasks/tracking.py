@@ -51,7 +51,8 @@ EXPERIMENT_PREFIX = "persona-dpo"
 CHAMPION = "champion"
 # Stage summaries' numbers that become metrics (others are ids, paths or lists).
 _SUMMARY_STAGES = ("validate", "generate", "label", "format", "sft", "train", "evaluate", "gate", "publish")
-_EVAL_METRICS = ("win_rate", "ci_low", "ci_high", "n", "wins", "ties", "losses", "failed", "judged_fraction")
+_EVAL_METRICS = ("win_rate", "ci_low", "ci_high", "n", "wins", "ties", "losses", "failed", "judged_fraction",
+                 "samples_per_case", "cases_judged", "effective_n", "design_effect")
 RETRY_DELAYS_S = (1.0, 2.0, 4.0)
 
 

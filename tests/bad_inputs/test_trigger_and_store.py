@@ -131,6 +131,12 @@ PERSONA_TRIGGERS = [
     pytest.param({"overrides": {"training.target_modules": ["q_proj", "v_proj"]}}, None, [], id="accept-target-modules"),
     pytest.param({"num_prompts": 3, "judge": "groq", "eval_judge": "gemini"}, None, [], id="accept-counts-and-judges"),
     pytest.param({"min_win_rate_lower_bound": 0.8, "dry_run": True}, None, [], id="accept-gate-and-dry-run"),
+    pytest.param({"overrides": {"evaluation.samples_per_case": 3}}, None, [], id="accept-samples-per-case"),
+    # k answers per case multiplies generation and API-judge calls: bounded, and useless without sampling.
+    pytest.param({"overrides": {"evaluation.samples_per_case": 500}}, None, ["evaluation.samples_per_case", "500"],
+                 id="refuse-samples-per-case-unbounded"),
+    pytest.param({"overrides": {"evaluation.samples_per_case": 2, "evaluation.temperature": 0}}, None,
+                 ["evaluation.samples_per_case = 2", "evaluation.temperature > 0"], id="refuse-samples-per-case-greedy"),
     pytest.param({}, {"feedback": {"persona_id": PERSONA, "from_id": 0, "to_id": 5, "claim_key": "k", "total": 5, "good": 1}},
                  [], id="accept-feedback-window"),
 ]

@@ -95,3 +95,22 @@ def test_cli_rerenders_one_runs_report(tmp_path, capsys):
     assert main(["report", "--run-dir", str(run)]) == 0
     assert "<svg" in (run / "eval" / "evaluation_report.html").read_text()
     assert main(["report", "--run-dir", str(tmp_path / "nothing")]) == 2
+
+
+def test_clustered_runs_count_at_their_effective_size(tmp_path):
+    # persona_k: 60 pairs from 20 cases answered 3 times, worth 25 independent cases by its own summary.
+    write_eval(tmp_path / "k", "persona_k", 45, 0, 15, created="2026-12-01T00:00:00", samples_per_case=3, effective_n=25.0,
+               per_category={"basic_alignment": {"n": 60, "wins": 45, "ties": 0, "losses": 15, "effective_n": 25.0}})
+    write_eval(tmp_path / "one", "persona_one", 15, 0, 5, created="2026-12-01T00:00:00")
+    report = cross_report.build(cross_report.find_evaluations(tmp_path))
+    by = {p["persona"]: p for p in report["personas"]}
+    k = by["persona_k"]
+    low, high = wilson_interval(0.75 * 25, 25)
+    assert (k["n"], k["win_rate"], k["effective_n"]) == (60, 0.75, 25.0)
+    assert (k["ci_low"], k["ci_high"]) == (round(low, 4), round(high, 4))
+    assert k["ci_low"] < round(wilson_interval(45, 60)[0], 4)
+    overall = report["overall"]
+    assert overall["n"] == 80 and overall["effective_n"] == 45.0
+    low, high = wilson_interval(0.75 * 45, 45)
+    assert (overall["ci_low"], overall["ci_high"]) == (round(low, 4), round(high, 4))
+    assert report["per_category"]["basic_alignment"]["effective_n"] == 25.0

@@ -229,3 +229,48 @@ def test_failed_cases_show_in_the_summary_and_the_report(persona, run_dir):
 
     result = gate.run(persona, run_dir)
     assert result["decision"] == "reject" and f"{N_CASES - k} of {N_CASES}" in result["reason"] and result["failed_cases"] == ids
+
+
+def test_several_samples_per_case_are_judged_as_clustered_pairs(persona, run_dir, monkeypatch):
+    from dpo_tasks.stats import clustered_win_rate
+
+    evaluate.run(persona, run_dir)
+    single = {d["id"]: d for d in json.loads((run_dir.eval / "detailed_results.json").read_text())}
+    three = with_overrides(persona, {"evaluation": {"samples_per_case": 3}})
+    summary = evaluate.run(three, run_dir)
+    responses = read_jsonl(run_dir.eval / "responses.jsonl")
+    # The first sample is the one-sample run's answer (reused, not generated again): 2 new per model and case.
+    assert [r["role"] for r in responses].count("candidate") == 3 * N_CASES
+    assert summary["n"] == 3 * N_CASES and summary["cases"] == summary["cases_judged"] == N_CASES
+    assert summary["samples_per_case"] == 3 == summary["sampling"]["samples_per_case"]
+    assert {k: v["n"] for k, v in summary["per_category"].items()} == {k: 3 * v for k, v in CATEGORY_SIZES.items()}
+    details = json.loads((run_dir.eval / "detailed_results.json").read_text())
+    cases = evaluate_cases()
+    assert [d["id"] for d in details] == [f"{c['id']}#{j}" for c in cases for j in (1, 2, 3)]
+    assert all(d["candidate_response"] == single[d["case_id"]]["candidate_response"] for d in details if d["sample"] == 1)
+    by_case = {}
+    for d in details:
+        by_case.setdefault(d["case_id"], set()).add(d["candidate_response"])
+    assert any(len(texts) > 1 for texts in by_case.values()), "each sample has its own seed"
+    grouped = {}
+    for d in details:
+        grouped.setdefault(d["case_id"], []).append(d["outcome"])
+    expected = clustered_win_rate(grouped)
+    assert (summary["ci_low"], summary["ci_high"], summary["effective_n"]) == (expected.ci_low, expected.ci_high, expected.effective_n)
+    assert summary["design_effect"] >= 1 and summary["effective_n"] <= summary["n"]
+    html = (run_dir.eval / "evaluation_report.html").read_text()
+    assert "3 answers per model and case" in html and "effective sample size" in html
+
+    def no_model(*a, **k):
+        raise AssertionError("a rerun must not load a model for answers it already has")
+
+    monkeypatch.setattr("dpo_tasks.models.load_policy", no_model)
+    assert evaluate.run(three, run_dir)["win_rate"] == summary["win_rate"]
+    from dpo_tasks import gate
+
+    assert gate.run(three, run_dir)["cases_judged"] == N_CASES
+
+
+def test_samples_per_case_needs_sampling(persona):
+    with pytest.raises(ConfigError, match=r"evaluation.samples_per_case = 3 needs evaluation.temperature > 0"):
+        with_overrides(persona, {"evaluation": {"samples_per_case": 3, "temperature": 0}})

@@ -123,3 +123,27 @@ def test_gate_counts_what_it_did_not_see(tmp_path, wins, failed, overrides, deci
     assert result["judged_fraction"] == pytest.approx(wins / (wins + failed))
     if why:
         assert why in result["reason"]
+
+
+def test_samples_of_a_case_are_not_more_cases(tmp_path):
+    # 10 cases answered 4 times, 7 won every time: 28 of 40 pairs. Treated as 40 independent cases the
+    # interval would clear 0.5; clustered by case it does not, and 10 cases are under gate.min_judged.
+    from dpo_tasks.stats import clustered_win_rate
+
+    by_case = {f"c{i}": ["win"] * 4 if i < 7 else ["loss"] * 4 for i in range(10)}
+    wr = clustered_win_rate(by_case)
+    stats = wr.as_dict() | {"judge": "checklist", "samples_per_case": 4, "cases_judged": wr.clusters}
+    _write_stats(tmp_path, stats)
+    lenient = with_overrides(load_persona(PERSONA), {"gate": {"min_judged": 10}})
+    result = gate.run(lenient, tmp_path)
+    assert result["decision"] == "reject" and result["ci_low"] < 0.5 < win_rate(["win"] * 28 + ["loss"] * 12).ci_low
+    assert "answer pairs (4 per case)" in result["reason"] and result["effective_n"] <= 10
+    strict = gate.run(load_persona(PERSONA), tmp_path)
+    assert strict["decision"] == "reject" and "only 10 cases were judged" in strict["reason"]
+    assert "not independent" in strict["reason"] and strict["cases_judged"] == 10 and strict["n"] == 40
+
+
+def test_gate_refuses_a_summary_with_a_bad_case_count(tmp_path):
+    _write_stats(tmp_path, win_rate(["win"] * 20).as_dict() | {"judge": "checklist", "cases_judged": -3})
+    with pytest.raises(ConfigError, match="'cases_judged'.*-3"):
+        gate.run(load_persona(PERSONA), tmp_path)

@@ -1,6 +1,6 @@
 import pytest
 
-from dpo_tasks.stats import Z95, wilson_interval, win_rate
+from dpo_tasks.stats import Z95, clustered_win_rate, design_effect, wilson_interval, win_rate
 
 
 @pytest.mark.parametrize(
@@ -59,3 +59,59 @@ def test_win_rate_counts_ties_as_half(outcomes, rate):
 def test_win_rate_names_a_bad_outcome():
     with pytest.raises(ValueError, match="'draw'"):
         win_rate(["win", "draw"])
+
+
+# --- several samples per case (evaluation.samples_per_case) -------------------------------------------------
+
+
+def test_one_sample_per_case_is_exactly_wilson():
+    outcomes = ["win"] * 11 + ["tie"] * 3 + ["loss"] * 6
+    clustered = clustered_win_rate({str(i): [o] for i, o in enumerate(outcomes)})
+    assert clustered == win_rate(outcomes)
+    assert (clustered.ci_low, clustered.ci_high) == wilson_interval(12.5, 20)
+    assert clustered.design_effect == 1.0 and clustered.effective_n == 20 and clustered.clusters == 20
+
+
+def test_copies_of_a_case_buy_no_confidence():
+    # 10 cases answered 4 times, each case winning or losing every time: 40 pairs that say what 10 say.
+    by_case = {f"c{i}": ["win"] * 4 if i < 7 else ["loss"] * 4 for i in range(10)}
+    clustered = clustered_win_rate(by_case)
+    naive = win_rate(o for outs in by_case.values() for o in outs)
+    assert clustered.n == naive.n == 40 and clustered.win_rate == naive.win_rate == 0.7
+    assert naive.ci_low > 0.5, "treated as 40 independent cases the gate would promote"
+    assert clustered.ci_low < 0.5 and clustered.design_effect >= 4 and clustered.effective_n <= 10
+    ten = win_rate(["win"] * 7 + ["loss"] * 3)
+    assert clustered.ci_high - clustered.ci_low >= ten.ci_high - ten.ci_low
+
+
+def test_samples_that_vary_within_every_case_count_in_full():
+    # Every case splits its samples the same way: nothing is shared between a case's samples beyond the average.
+    by_case = {f"c{i}": ["win", "win", "win", "loss"] for i in range(15)}
+    clustered = clustered_win_rate(by_case)
+    assert clustered.design_effect == 1.0 and clustered.effective_n == 60
+    assert (clustered.ci_low, clustered.ci_high) == pytest.approx(wilson_interval(45, 60))
+
+
+def test_partly_correlated_samples_sit_between():
+    by_case = {f"c{i}": (["win", "win", "tie"] if i % 3 else ["loss", "loss", "win"]) for i in range(30)}
+    clustered = clustered_win_rate(by_case)
+    assert 1.0 < clustered.design_effect < 3.0
+    assert 30 < clustered.effective_n < 90
+    flat = win_rate(o for outs in by_case.values() for o in outs)
+    assert clustered.ci_low < flat.ci_low and clustered.ci_high > flat.ci_high
+
+
+def test_one_case_is_one_observation_and_empty_cases_are_ignored():
+    one = clustered_win_rate({"only": ["win"] * 5, "unjudged": []})
+    assert one.clusters == 1 and one.effective_n == 1.0 and (one.ci_low, one.ci_high) == wilson_interval(1, 1)
+    none = clustered_win_rate({})
+    assert none.n == 0 and none.win_rate == 0.5 and (none.ci_low, none.ci_high) == (0.0, 1.0)
+
+
+def test_all_equal_outcomes_have_no_design_effect():
+    assert design_effect([[1.0, 1.0], [1.0, 1.0]]) == 1.0
+
+
+def test_clustered_win_rate_names_a_bad_outcome():
+    with pytest.raises(ValueError, match="'draw'"):
+        clustered_win_rate({"c1": ["win", "draw"]})
