@@ -115,3 +115,11 @@ def test_all_equal_outcomes_have_no_design_effect():
 def test_clustered_win_rate_names_a_bad_outcome():
     with pytest.raises(ValueError, match="'draw'"):
         clustered_win_rate({"c1": ["win", "draw"]})
+
+
+def test_the_summary_line_says_pairs_and_cases_when_cases_were_sampled_more_than_once():
+    from dpo_tasks.stats import describe_judged
+
+    assert describe_judged({"n": 60}) == "60 cases"
+    assert describe_judged({"n": 180, "samples_per_case": 3, "cases_judged": 60, "effective_n": 151.36}) == \
+        "180 pairs from 60 cases, 3 per case; effective n 151.4"
