@@ -25,6 +25,7 @@ PARAM_KEYS: dict[str, str] = {
     "prompt_pool": "generation.prompt_pool",
     "judge": "labeling.judge",
     "eval_judge": "evaluation.judge",
+    "eval_samples": "evaluation.samples_per_case",
     "min_win_rate_lower_bound": "gate.min_win_rate_lower_bound",
     "epochs": "training.epochs",
     "sft": "sft.enabled",
@@ -62,6 +63,13 @@ def persona_params(cfg: PipelineConfig) -> dict[str, Param]:
             description="checklist: each case's own expectations, offline and independent of the labeling judge. "
             "rules: the offline rule judge (the gate refuses when it also labeled, unless gate.allow_same_judge). "
             "gemini: Gemini on Vertex AI (connection google_cloud_default).",
+        ),
+        "eval_samples": Param(
+            cfg.evaluation.samples_per_case, type="integer", minimum=1, maximum=8,
+            title="Evaluation: answers per case",
+            description="Each model answers every evaluation case this many times (own seed each) and every answer pair "
+            "is judged: a narrower interval for the gate, at this many times the generation time and judge calls. The "
+            "interval counts the samples of one case as one cluster, never as independent cases.",
         ),
         "min_win_rate_lower_bound": Param(
             cfg.gate.min_win_rate_lower_bound, type="number", minimum=0, maximum=1,

@@ -23,6 +23,7 @@ def test_form_defaults_are_the_personas_config(persona):
     assert values["num_prompts"] == persona.config.generation.num_prompts
     assert values["judge"] == persona.config.labeling.judge
     assert values["eval_judge"] == persona.config.evaluation.judge
+    assert values["eval_samples"] == persona.config.evaluation.samples_per_case == 1
     assert values["min_win_rate_lower_bound"] == persona.config.gate.min_win_rate_lower_bound
     assert values["epochs"] == persona.config.training.epochs
     assert values["dry_run"] is False
@@ -44,6 +45,8 @@ def test_every_field_has_a_title_and_description(persona):
         pytest.param("num_prompts", "ten", id="prompts-not-a-number"),
         pytest.param("judge", "gpt4", id="unknown-judge"),
         pytest.param("eval_judge", "groq", id="groq-cannot-evaluate"),
+        pytest.param("eval_samples", 9, id="too-many-samples-per-case"),
+        pytest.param("eval_samples", 0, id="zero-samples-per-case"),
         pytest.param("min_win_rate_lower_bound", 1.5, id="bound-above-one"),
         pytest.param("epochs", 0, id="zero-epochs"),
         pytest.param("dry_run", "yes", id="dry-run-not-boolean"),
@@ -59,17 +62,17 @@ def test_form_rejects_bad_values(persona, field, value):
 
 def test_form_values_become_set_overrides(persona):
     values = ParamsDict(persona_params(persona.config)).dump()
-    values.update(num_prompts=7, judge="groq", eval_judge="gemini",
+    values.update(num_prompts=7, judge="groq", eval_judge="gemini", eval_samples=3,
                   min_win_rate_lower_bound=0.42, epochs=1, sft=True, overrides={"training.learning_rate": 1e-4, "generation.seed": 3})
     sets = overrides_from_params(values)
     assert sets == [
-        "generation.num_prompts=7", 'labeling.judge="groq"', 'evaluation.judge="gemini"',
+        "generation.num_prompts=7", 'labeling.judge="groq"', 'evaluation.judge="gemini"', "evaluation.samples_per_case=3",
         "gate.min_win_rate_lower_bound=0.42", "training.epochs=1", "sft.enabled=true", "generation.seed=3", "training.learning_rate=0.0001",
     ]
     cfg = with_overrides(persona, parse_overrides(sets)).config
     assert (cfg.generation.num_prompts, cfg.labeling.judge, cfg.evaluation.judge) == (7, "groq", "gemini")
     assert (cfg.gate.min_win_rate_lower_bound, cfg.training.epochs, cfg.training.learning_rate, cfg.generation.seed) == (0.42, 1, 1e-4, 3)
-    assert cfg.sft.enabled
+    assert cfg.sft.enabled and cfg.evaluation.samples_per_case == 3
 
 
 @pytest.mark.parametrize(
