@@ -272,7 +272,7 @@ def _judge_notes(summary: dict[str, Any]) -> list[str]:
         notes.append(
             f'<p class="meta">second opinion: the {_e(second.get("judge"))} judge gives a win rate of {_pct(second.get("win_rate"))} '
             f'(95% CI {_pct(second.get("ci_low"))} – {_pct(second.get("ci_high"))}) and agrees with the evaluation judge on '
-            f'{_pct(second.get("agreement"))} of {_e(second.get("agreement_n"))} cases</p>'
+            f'{_pct(second.get("agreement"))} of {_e(second.get("agreement_n"))} {"cases" if samples == 1 else "answer pairs"}</p>'
         )
     truncation = summary.get("truncation_rate")
     if truncation:

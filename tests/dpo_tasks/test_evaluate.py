@@ -260,6 +260,7 @@ def test_several_samples_per_case_are_judged_as_clustered_pairs(persona, run_dir
     assert summary["design_effect"] >= 1 and summary["effective_n"] <= summary["n"]
     html = (run_dir.eval / "evaluation_report.html").read_text()
     assert "3 answers per model and case" in html and "effective sample size" in html
+    assert f"of {summary['second_opinion']['agreement_n']} answer pairs" in html
 
     def no_model(*a, **k):
         raise AssertionError("a rerun must not load a model for answers it already has")
