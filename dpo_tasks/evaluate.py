@@ -236,7 +236,7 @@ def _truncation_rate(flags: dict[str, bool | None]) -> float | None:
     return round(sum(known) / len(known), 4) if known else None
 
 
-def _by_case(outcomes: dict[str, str], case_of: dict[str, str], keep: Any = None) -> dict[str, list[str]]:
+def _by_case(outcomes: dict[str, str], case_of: dict[str, str], keep: set[str] | None = None) -> dict[str, list[str]]:
     """Judged outcomes grouped by case (the cluster), optionally only the units in `keep`."""
     grouped: dict[str, list[str]] = {}
     for u, o in outcomes.items():
