@@ -32,6 +32,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import tempfile
 import time
 from dataclasses import dataclass
@@ -267,3 +268,20 @@ def trainer_progress_callback(label: str, keys: tuple[str, ...] = ("loss",), log
                 logger.info("%s step %d/%d %s", label, state.global_step, state.max_steps, shown)
 
     return ProgressCallback()
+
+
+def save_trained_adapter(trainer: Any, base: str, dest: Path, scratch: Path) -> None:
+    """Save only the trained LoRA adapter of an SFT or DPO trainer (not TRL's "ref" copy) to `dest`,
+    atomically, then drop the trainer's `scratch` dir: a half-written adapter must never look like a
+    finished one to the stages that read it (train, evaluate, publish).
+
+    `base` becomes the adapter's `base_model_name_or_path` (the configured id, not a resolved path).
+    """
+    model = trainer.model
+    model.peft_config["default"].base_model_name_or_path = base
+    tmp = dest.parent / f".{dest.name}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(str(tmp), selected_adapters=["default"])
+    shutil.rmtree(dest, ignore_errors=True)
+    tmp.rename(dest)
+    shutil.rmtree(scratch, ignore_errors=True)

@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from dpo_tasks.config import ConfigError, Persona
-from dpo_tasks.runs import RunDir, read_json, trainer_progress_callback, read_jsonl, sha256_file, write_json, write_jsonl
+from dpo_tasks.runs import RunDir, read_json, read_jsonl, save_trained_adapter, sha256_file, trainer_progress_callback, write_json, write_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -218,14 +218,7 @@ def run(persona: Persona, run_dir: str | Path | RunDir, *, max_steps: int | None
     train_s = time.monotonic() - start - prepare_s
 
     # Only the trained adapter, atomically: train must never start from half an adapter.
-    model = trainer.model
-    model.peft_config["default"].base_model_name_or_path = mc.base
-    tmp = rd.sft / ".adapter.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(str(tmp), selected_adapters=["default"])
-    shutil.rmtree(rd.sft_adapter, ignore_errors=True)
-    tmp.rename(rd.sft_adapter)
-    shutil.rmtree(rd.sft / "trainer", ignore_errors=True)
+    save_trained_adapter(trainer, mc.base, rd.sft_adapter, rd.sft / "trainer")
 
     steps = [dict(e) for e in trainer.state.log_history if "loss" in e and "train_runtime" not in e]
     scores = [e["score"] for e in examples if e["score"] is not None]

@@ -46,13 +46,12 @@ import importlib.util
 import logging
 import math
 import random
-import shutil
 import time
 from pathlib import Path
 from typing import Any
 
 from dpo_tasks.config import ConfigError, Persona
-from dpo_tasks.runs import RunDir, sha256_file, trainer_progress_callback, write_json
+from dpo_tasks.runs import RunDir, save_trained_adapter, sha256_file, trainer_progress_callback, write_json
 
 log = logging.getLogger(__name__)
 
@@ -288,14 +287,7 @@ def run(persona: Persona, run_dir: str | Path | RunDir, *, data: str | Path | No
 
     # Save only the trained adapter (not TRL's "ref" copy), atomically: a half-written
     # adapter/ must never look like a finished one to evaluate or publish.
-    model = trainer.model
-    model.peft_config["default"].base_model_name_or_path = mc.base
-    tmp = rd.train / ".adapter.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(str(tmp), selected_adapters=["default"])
-    shutil.rmtree(rd.adapter, ignore_errors=True)
-    tmp.rename(rd.adapter)
-    shutil.rmtree(rd.train / "trainer", ignore_errors=True)
+    save_trained_adapter(trainer, mc.base, rd.adapter, rd.train / "trainer")
 
     steps = [dict(entry) for entry in trainer.state.log_history if "loss" in entry and "train_runtime" not in entry]
     last = steps[-1] if steps else {}
@@ -334,7 +326,7 @@ def run(persona: Persona, run_dir: str | Path | RunDir, *, data: str | Path | No
         "model": {"base": mc.base, "revision": mc.revision, "resolved": resolve_model_path(mc.base), "sft_adapter": mc.sft_adapter},
         "reference": "sft_adapter" if mc.sft_adapter else "base",
         "training": persona.config.training.model_dump(mode="json"),
-        "lora": _lora_summary(model),
+        "lora": _lora_summary(trainer.model),
         "runtime": {
             "device": device,
             "bf16": trainer.args.bf16,
