@@ -244,6 +244,17 @@ def bnb_4bit_config() -> Any:
     )
 
 
+def trainer_optimizer(cuda: bool) -> str:
+    """The SFT and DPO trainers' optimizer: paged 8-bit AdamW on CUDA when bitsandbytes is installed
+    (optimizer state off the GPU's peak), else plain AdamW (CPU, or CUDA without bitsandbytes)."""
+    if not cuda:
+        return "adamw_torch"
+    if importlib.util.find_spec("bitsandbytes") is not None:
+        return "paged_adamw_8bit"
+    log.warning("bitsandbytes is not installed: using adamw_torch instead of paged_adamw_8bit")
+    return "adamw_torch"
+
+
 def load_policy(
     base: str,
     adapter: str | os.PathLike[str] | None = None,

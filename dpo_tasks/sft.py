@@ -128,7 +128,7 @@ def build_trainer(persona: Persona, examples: list[dict[str, Any]], output_dir: 
     from peft import LoraConfig
     from trl import SFTConfig, SFTTrainer
 
-    from dpo_tasks.models import default_device, load_policy
+    from dpo_tasks.models import default_device, load_policy, trainer_optimizer
 
     cfg, tc, mc = persona.config.sft, persona.config.training, persona.config.model
     device = device or default_device()
@@ -137,12 +137,7 @@ def build_trainer(persona: Persona, examples: list[dict[str, Any]], output_dir: 
         mc.base, mc.sft_adapter, trainable=mc.sft_adapter is not None, device=device, quantization=tc.quantization,
         revision=mc.revision,
     )
-    optim = "adamw_torch"
-    if cuda:
-        import importlib.util
-
-        if importlib.util.find_spec("bitsandbytes") is not None:
-            optim = "paged_adamw_8bit"
+    optim = trainer_optimizer(cuda)
     args = SFTConfig(
         output_dir=str(output_dir),
         per_device_train_batch_size=cfg.batch_size,

@@ -42,7 +42,6 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import logging
 import math
 import random
@@ -149,7 +148,7 @@ def build_trainer(
     from peft import LoraConfig
     from trl import DPOConfig, DPOTrainer
 
-    from dpo_tasks.models import default_device, load_policy
+    from dpo_tasks.models import default_device, load_policy, trainer_optimizer
 
     tc, mc = persona.config.training, persona.config.model
     device = device or default_device()
@@ -160,12 +159,7 @@ def build_trainer(
     )
     # Reference log-probs (precomputed before train() switches modes) must not see dropout.
     model.eval()
-    optim = "adamw_torch"
-    if cuda:
-        if importlib.util.find_spec("bitsandbytes") is not None:
-            optim = "paged_adamw_8bit"
-        else:
-            log.warning("bitsandbytes is not installed: using adamw_torch instead of paged_adamw_8bit")
+    optim = trainer_optimizer(cuda)
     args = DPOConfig(
         output_dir=str(output_dir),
         per_device_train_batch_size=tc.batch_size,

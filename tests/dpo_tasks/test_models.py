@@ -121,3 +121,18 @@ def test_load_policy_applies_a_lora_adapter(tiny_model_dir, tmp_path, trainable)
     with torch.no_grad():
         model.eval()
         assert not torch.allclose(model(ids).logits, base(ids).logits), "the adapter must change the outputs"
+
+
+def test_the_trainers_optimizer_is_paged_8bit_only_on_cuda_with_bitsandbytes(monkeypatch, caplog):
+    import importlib.util
+
+    from dpo_tasks.models import trainer_optimizer
+
+    assert trainer_optimizer(cuda=False) == "adamw_torch"
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object() if name == "bitsandbytes" else real(name, *a))
+    assert trainer_optimizer(cuda=True) == "paged_adamw_8bit"
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "bitsandbytes" else real(name, *a))
+    with caplog.at_level("WARNING"):
+        assert trainer_optimizer(cuda=True) == "adamw_torch"
+    assert "bitsandbytes is not installed" in caplog.text
