@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from dpo_tasks.report import _CSS, OUTCOME_COLOURS, CANDIDATE_COLOUR, _e, _legend, _pct, _svg, category_chart, interval_chart
-from dpo_tasks.stats import wilson_interval
+from dpo_tasks.stats import effective_wilson_interval
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +82,7 @@ def _rate(wins: int, ties: int, losses: int, effective_n: float | None = None) -
     n = wins + ties + losses
     score = wins + 0.5 * ties
     eff = n if effective_n is None else effective_n
-    low, high = wilson_interval(score * eff / n if n else 0.0, eff)
+    low, high = effective_wilson_interval(score, n, eff)
     return {"n": n, "wins": wins, "ties": ties, "losses": losses, "effective_n": round(eff, 4),
             "win_rate": round(score / n, 4) if n else None, "ci_low": round(low, 4), "ci_high": round(high, 4)}
 

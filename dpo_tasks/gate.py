@@ -89,7 +89,7 @@ def decide(stats: dict[str, Any], gate: GateConfig, *, label_judge: str | None =
     elif cases_judged < gate.min_judged:
         decision = "reject"
         reason = (f"only {cases_judged} cases were judged (< gate.min_judged {gate.min_judged}); too few to trust the interval"
-                  + (f" (samples of one case are not independent cases)" if samples > 1 else ""))
+                  + (" (samples of one case are not independent cases)" if samples > 1 else ""))
     elif ci_low + _EPS >= threshold:
         decision = "promote"
         reason = f"win-rate lower bound {ci_low:.3f} >= threshold {threshold:.3f} {counts}"

@@ -62,6 +62,11 @@ class WinRate:
         return asdict(self)
 
 
+def effective_wilson_interval(score: float, n: int, effective_n: float) -> tuple[float, float]:
+    """Wilson's interval for `score` out of `n` outcomes that are worth `effective_n` independent ones."""
+    return wilson_interval(score * effective_n / n if n else 0.0, effective_n)
+
+
 OUTCOME_SCORE = {"win": 1.0, "tie": 0.5, "loss": 0.0}
 
 
@@ -105,7 +110,7 @@ def clustered_win_rate(outcomes_by_case: Mapping[str, Iterable[str]]) -> WinRate
     score = wins + 0.5 * ties
     deff = design_effect(clusters)
     n_eff = n / deff
-    low, high = wilson_interval(score / deff, n_eff)
+    low, high = effective_wilson_interval(score, n, n_eff)
     return WinRate(
         n=n, wins=wins, losses=n - wins - ties, ties=ties,
         win_rate=score / n if n else 0.5, ci_low=low, ci_high=high,
